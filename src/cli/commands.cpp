@@ -1,0 +1,8 @@
+#include "cli/commands.h"
+
+namespace qf::cli {
+std::vector<Register>& registry() {
+  static std::vector<Register> r;
+  return r;
+}
+}  // namespace qf::cli

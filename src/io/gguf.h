@@ -1,0 +1,109 @@
+// GGUF v2/v3 reader (https://github.com/ggml-org/ggml/blob/master/docs/gguf.md).
+// Every offset, count and size read from the file is checked against the file's size before
+// it is used: a truncated or hostile file yields a qf::Error naming the file and the field,
+// never a read past the mapping (fuzzed by fuzz/fuzz_gguf.cpp).
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <variant>
+#include <vector>
+
+#include "core/mapped_file.h"
+#include "core/tensor.h"
+
+namespace qf::gguf {
+
+enum class ValueType : uint32_t {
+  UINT8 = 0, INT8 = 1, UINT16 = 2, INT16 = 3, UINT32 = 4, INT32 = 5, FLOAT32 = 6, BOOL = 7,
+  STRING = 8, ARRAY = 9, UINT64 = 10, INT64 = 11, FLOAT64 = 12,
+};
+
+// ggml tensor types (ggml.h numbering).
+enum class GGMLType : uint32_t {
+  F32 = 0, F16 = 1, Q4_0 = 2, Q4_1 = 3, Q5_0 = 6, Q5_1 = 7, Q8_0 = 8, Q8_1 = 9,
+  Q2_K = 10, Q3_K = 11, Q4_K = 12, Q5_K = 13, Q6_K = 14, Q8_K = 15, BF16 = 30,
+};
+const char* ggml_type_name(GGMLType t);
+
+// One metadata value. Arrays hold scalars of one type or strings (nested arrays are rejected).
+struct Value {
+  ValueType type = ValueType::UINT8;
+  ValueType array_type = ValueType::UINT8;  // for ARRAY
+  std::variant<uint64_t, int64_t, double, bool, std::string,
+               std::vector<int64_t>, std::vector<double>, std::vector<std::string>, std::vector<uint8_t>>
+      data;
+};
+
+class Metadata {
+ public:
+  bool has(const std::string& key) const { return kv_.count(key) != 0; }
+  const Value* find(const std::string& key) const;
+  // Typed getters: throw qf::Error naming the key if it is missing or of another type.
+  // Integer getters accept any integer type; float getters accept floats and integers.
+  std::string get_string(const std::string& key) const;
+  int64_t get_int(const std::string& key) const;
+  double get_float(const std::string& key) const;
+  bool get_bool(const std::string& key) const;
+  std::vector<std::string> get_string_array(const std::string& key) const;
+  std::vector<int64_t> get_int_array(const std::string& key) const;
+  std::vector<double> get_float_array(const std::string& key) const;
+  // With a default when absent (still throws on a wrong type).
+  std::string get_string(const std::string& key, const std::string& def) const;
+  int64_t get_int(const std::string& key, int64_t def) const;
+  double get_float(const std::string& key, double def) const;
+  bool get_bool(const std::string& key, bool def) const;
+
+  std::vector<std::string> keys() const;
+  void set(const std::string& key, Value v) { kv_[key] = std::move(v); }
+
+ private:
+  std::map<std::string, Value> kv_;
+};
+
+struct TensorInfo {
+  std::string name;
+  std::vector<int64_t> ne;  // ggml order: ne[0] is the contiguous (innermost) dimension
+  GGMLType type = GGMLType::F32;
+  uint64_t offset = 0;      // from the start of the data section
+  size_t nbytes = 0;
+  const uint8_t* data = nullptr;
+  // Row-major shape (outermost first), i.e. ne reversed: [rows, cols] for a matrix.
+  Shape shape() const;
+};
+
+class File {
+ public:
+  // Opens and validates a GGUF file: header, metadata, tensor infos, alignment, that every
+  // tensor lies inside the file and that no two tensors overlap.
+  static std::shared_ptr<const File> open(const std::string& path);
+  // Same, over bytes already in memory (for the fuzzer and the tests); `name` is used in errors.
+  static std::shared_ptr<const File> parse(std::shared_ptr<const MappedFile> file);
+  static std::shared_ptr<const File> parse_bytes(const uint8_t* data, size_t size, const std::string& name);
+
+  uint32_t version() const { return version_; }
+  const std::string& path() const { return path_; }
+  const Metadata& metadata() const { return metadata_; }
+  const std::vector<TensorInfo>& tensors() const { return tensors_; }
+  const TensorInfo* find(const std::string& name) const;
+  size_t alignment() const { return alignment_; }
+
+  // The tensor as F32 (dequantized for block types), row-major shape(). F32 tensors are
+  // borrowed when aligned; others are converted into owned memory.
+  Tensor to_f32(const TensorInfo& t) const;
+
+ private:
+  std::string path_;
+  uint32_t version_ = 0;
+  size_t alignment_ = 32;
+  Metadata metadata_;
+  std::vector<TensorInfo> tensors_;
+  std::map<std::string, size_t> index_;
+  std::shared_ptr<const MappedFile> file_;
+  std::vector<uint8_t> owned_bytes_;  // for parse_bytes
+};
+
+}  // namespace qf::gguf
