@@ -1,0 +1,29 @@
+// Error checking for every CUDA runtime / cuBLASLt call and after every kernel launch: a failure
+// becomes a qf::Error naming the call, the error and the source location, never a silent
+// wrong answer (an exit code of 0 proves nothing on a GPU).
+#pragma once
+
+#include <cublasLt.h>
+#include <cuda_runtime.h>
+
+#include "core/error.h"
+
+#define QF_CUDA_CHECK(expr)                                                                   \
+  do {                                                                                        \
+    cudaError_t qf_err_ = (expr);                                                             \
+    if (qf_err_ != cudaSuccess)                                                               \
+      ::qf::fail("CUDA error: ", #expr, ": ", cudaGetErrorName(qf_err_), " (",                \
+                 cudaGetErrorString(qf_err_), ") at ", __FILE__, ":", __LINE__);              \
+  } while (0)
+
+// After a <<<>>> launch: catches bad launch configurations at once (cudaGetLastError) without
+// synchronising; asynchronous faults surface at the next checked call.
+#define QF_CUDA_CHECK_LAUNCH() QF_CUDA_CHECK(cudaGetLastError())
+
+#define QF_CUBLAS_CHECK(expr)                                                                 \
+  do {                                                                                        \
+    cublasStatus_t qf_st_ = (expr);                                                           \
+    if (qf_st_ != CUBLAS_STATUS_SUCCESS)                                                      \
+      ::qf::fail("cuBLAS error: ", #expr, ": status ", static_cast<int>(qf_st_), " at ",      \
+                 __FILE__, ":", __LINE__);                                                    \
+  } while (0)
