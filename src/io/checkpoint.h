@@ -8,6 +8,7 @@
 #include <map>
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "core/tensor.h"
@@ -34,6 +35,11 @@ struct Checkpoint {
   const Tensor& tensor(const std::string& name) const;  // throws naming the checkpoint
   bool has(const std::string& name) const { return tensors.count(name) != 0; }
 };
+
+// Every tensor a model of this config needs, with its shape: embedding, final norm, lm_head
+// (unless tied), and per layer the two norms, q/k/v/o, gate/up/down and, with attention_bias,
+// the q/k/v biases.
+std::vector<std::pair<std::string, Shape>> required_tensor_shapes(const ModelConfig& config);
 
 // Opens `path` (a .gguf file or an HF directory), validates the config and that every tensor
 // the architecture needs is present with the right shape. Throws qf::Error naming the file and

@@ -14,6 +14,7 @@
 
 #include "core/mapped_file.h"
 #include "core/tensor.h"
+#include "io/byte_source.h"
 
 namespace qf::gguf {
 
@@ -28,6 +29,7 @@ enum class GGMLType : uint32_t {
   Q2_K = 10, Q3_K = 11, Q4_K = 12, Q5_K = 13, Q6_K = 14, Q8_K = 15, BF16 = 30,
 };
 const char* ggml_type_name(GGMLType t);
+const char* value_type_name(ValueType t);
 
 // One metadata value. Arrays hold scalars of one type or strings (nested arrays are rejected).
 struct Value {
@@ -59,9 +61,14 @@ class Metadata {
 
   std::vector<std::string> keys() const;
   void set(const std::string& key, Value v) { kv_[key] = std::move(v); }
+  // Named in error messages (the file the metadata came from).
+  void set_source(std::string source) { source_ = std::move(source); }
+  const std::string& source() const { return source_; }
 
  private:
+  const Value& require(const std::string& key) const;
   std::map<std::string, Value> kv_;
+  std::string source_ = "GGUF metadata";
 };
 
 struct TensorInfo {
@@ -73,6 +80,7 @@ struct TensorInfo {
   const uint8_t* data = nullptr;
   // Row-major shape (outermost first), i.e. ne reversed: [rows, cols] for a matrix.
   Shape shape() const;
+  int64_t numel() const;
 };
 
 class File {
@@ -85,25 +93,29 @@ class File {
   static std::shared_ptr<const File> parse_bytes(const uint8_t* data, size_t size, const std::string& name);
 
   uint32_t version() const { return version_; }
-  const std::string& path() const { return path_; }
+  const std::string& path() const { return bytes_.name; }
   const Metadata& metadata() const { return metadata_; }
   const std::vector<TensorInfo>& tensors() const { return tensors_; }
   const TensorInfo* find(const std::string& name) const;
   size_t alignment() const { return alignment_; }
+  // Byte offset of the data section (tensor offsets count from here).
+  uint64_t data_offset() const { return data_offset_; }
 
-  // The tensor as F32 (dequantized for block types), row-major shape(). F32 tensors are
-  // borrowed when aligned; others are converted into owned memory.
+  // The tensor as F32 (dequantized for block types, in parallel over rows), row-major
+  // shape(). F32 tensors are borrowed (the file stays mapped while the tensor lives) when
+  // 4-byte aligned; others are converted into owned memory.
   Tensor to_f32(const TensorInfo& t) const;
 
  private:
-  std::string path_;
+  explicit File(ByteSource bytes) : bytes_(std::move(bytes)) {}
+  void parse_all();
+  ByteSource bytes_;
   uint32_t version_ = 0;
   size_t alignment_ = 32;
+  uint64_t data_offset_ = 0;
   Metadata metadata_;
   std::vector<TensorInfo> tensors_;
   std::map<std::string, size_t> index_;
-  std::shared_ptr<const MappedFile> file_;
-  std::vector<uint8_t> owned_bytes_;  // for parse_bytes
 };
 
 }  // namespace qf::gguf

@@ -44,6 +44,8 @@ struct ModelConfig {
   // stores Llama-3.x scaling in the tensor rope_freqs.weight. Empty: derive from rope_scaling.
   std::vector<float> rope_freq_factors;
 
+  static constexpr int64_t kMaxLayers = 4096;
+
   // Parameters of the model as the runtime holds it (tied embeddings counted once).
   int64_t parameter_count() const;
   // Throws qf::Error naming `source` if a value is missing, non-positive or inconsistent.
