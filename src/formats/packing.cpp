@@ -19,6 +19,7 @@ void pack_stream(const uint8_t* codes, int64_t n, int bits, Word* out) {
   check_args(n, bits);
   constexpr int kWordBits = int(sizeof(Word) * 8);
   const size_t words = (size_t(n) * size_t(bits) + kWordBits - 1) / kWordBits;
+  if (words == 0) return;  // n == 0: `out` may be null (an empty vector's data())
   std::memset(out, 0, words * sizeof(Word));
   for (int64_t i = 0; i < n; ++i) {
     const uint32_t code = codes[i];
