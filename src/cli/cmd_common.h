@@ -1,0 +1,67 @@
+// Options and steps the model-running subcommands (info, ppl, generate, ...) share, so each
+// cmd_*.cpp states only what is its own.
+#pragma once
+
+#include <CLI/CLI.hpp>
+
+#include <string>
+
+#include "core/thread_pool.h"
+#include "formats/format.h"
+#include "runtime/engine.h"
+#include "runtime/model.h"
+#include "runtime/paths.h"
+
+namespace qf::cli {
+
+// MODEL: optional positional argument; empty means the default model.
+inline void add_model_argument(CLI::App* cmd, std::string& model) {
+  cmd->add_option("MODEL", model,
+                  "A .gguf file or a Hugging Face directory (config.json + *.safetensors). Default: the default "
+                  "model (SmolLM2-135M-Instruct, fetched by scripts/setup.sh; $QF_MODEL overrides)");
+}
+
+struct EngineFlags {
+  std::string device = "cpu";
+  int threads = 0;
+  std::string activations;  // EngineOptions::activation_format
+  std::string kv_cache;     // EngineOptions::kv_cache_format
+};
+
+inline void add_engine_flags(CLI::App* cmd, EngineFlags& f) {
+  cmd->add_option("--device", f.device, "Where to run: cpu (the FP32 reference engine) or cuda")
+      ->check(CLI::IsMember({"cpu", "cuda"}))
+      ->capture_default_str();
+  cmd->add_option("--threads", f.threads, "CPU threads (default: $QF_THREADS or all cores)")
+      ->check(CLI::NonNegativeNumber);
+  cmd->add_option("--activations", f.activations,
+                  "Simulate quantized activations: quantize every linear layer's input to this format, e.g. "
+                  "fp8_e4m3:token, int8:g32:scale=f16 (what llama.cpp's CPU Q4/Q8 dot products use)");
+  cmd->add_option("--kv-cache", f.kv_cache,
+                  "Simulate a KV cache stored in this format, e.g. f16 (llama.cpp's default), fp8_e4m3:token");
+}
+
+// Sets the thread count and checks the device and formats before the (slow) model load.
+inline Device apply_engine_flags(const EngineFlags& f) {
+  if (!f.activations.empty()) (void)Format::parse(f.activations);
+  if (!f.kv_cache.empty()) (void)Format::parse(f.kv_cache);
+  if (f.threads > 0) set_num_threads(f.threads);
+  const Device d = parse_device(f.device);
+  QF_CHECK(d == Device::Cpu || (f.activations.empty() && f.kv_cache.empty()),
+           "--activations and --kv-cache are simulations of the CPU engine (--device cpu)");
+  require_device(d);
+  return d;
+}
+
+inline void fill_engine_options(const EngineFlags& f, Device device, EngineOptions& o) {
+  o.device = device;
+  o.activation_format = f.activations;
+  o.kv_cache_format = f.kv_cache;
+}
+
+// The model path the user gave, or the default one (default_model_path() says how to get it).
+inline std::string resolve_model_path(const std::string& given) {
+  return given.empty() ? default_model_path() : given;
+}
+
+}  // namespace qf::cli

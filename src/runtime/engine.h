@@ -1,0 +1,93 @@
+// The inference engine interface the runtime drives (generate, perplexity, later serving),
+// implemented by the CPU reference engine and the CUDA engine.
+//
+// A Batch is a flat list of tokens from one or more sequences, llama.cpp-batch style: every
+// token names the KV-cache slot of its sequence and its position there, and says whether its
+// logits are wanted. One forward() runs them all, so the GPU can do batched decode (one token
+// of each of many sequences) and batched prefill/perplexity (several windows at once) in one
+// pass; the CPU engine runs the linear layers over all tokens at once and attention per slot.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "core/tensor.h"
+#include "io/model_config.h"
+
+namespace qf {
+
+struct Model;
+
+struct Batch {
+  std::vector<int32_t> tokens;
+  std::vector<int32_t> positions;    // position of each token in its sequence
+  std::vector<int32_t> slots;        // KV-cache slot (sequence) of each token
+  std::vector<uint8_t> want_logits;  // 1: forward() returns this token's logits
+
+  enum class Logits { All, Last, None };
+  // Appends a run of consecutive tokens of one sequence at positions first_position, ...
+  void add_sequence(int32_t slot, int32_t first_position, std::span<const int32_t> run, Logits logits);
+  void add(int32_t token, int32_t position, int32_t slot, bool logits);
+  int64_t size() const { return int64_t(tokens.size()); }
+  int64_t num_logits() const;
+  void clear();
+};
+
+class Engine {
+ public:
+  virtual ~Engine() = default;
+
+  virtual const ModelConfig& config() const = 0;
+  // "cpu (2 threads)", "cuda (NVIDIA H100 80GB HBM3)", ...
+  virtual std::string describe() const = 0;
+  // How many sequences (KV-cache slots) the engine holds, and how many tokens each can hold.
+  virtual int num_slots() const = 0;
+  virtual int64_t slot_capacity() const = 0;
+  // Tokens currently cached in a slot (positions 0..length-1).
+  virtual int64_t slot_length(int slot) const = 0;
+
+  // Runs the batch. Rules (checked; a qf::Error names the offending token):
+  //   * the tokens of one slot appear in order of position, and continue the slot's cache:
+  //     the first is at position slot_length(slot), the next one after it, and so on;
+  //   * a token attends to every earlier position of its own slot (cached or in this batch)
+  //     and to nothing else.
+  // Returns the logits [batch.num_logits(), vocab_size] F32, in batch order of the tokens
+  // with want_logits set. Afterwards each slot's length has grown by its tokens in the batch.
+  virtual Tensor forward(const Batch& batch) = 0;
+
+  // Forgets a slot's tokens from position `length` on (0: empty the slot).
+  virtual void truncate(int slot, int64_t length) = 0;
+  void reset(int slot) { truncate(slot, 0); }
+};
+
+enum class Device { Cpu, Cuda };
+// "cpu" or "cuda"; throws qf::Error listing the accepted names.
+Device parse_device(const std::string& name);
+
+// Throws a qf::Error saying why when the device cannot be used by this build/machine (called by
+// create_engine; commands call it first to fail before loading a model).
+void require_device(Device device);
+
+struct EngineOptions {
+  Device device = Device::Cpu;
+  int num_slots = 1;
+  // Tokens per slot; 0: the model's max_position_embeddings, capped at kDefaultSlotCapacity
+  // (a 128k-context model would otherwise reserve its whole KV cache per slot).
+  int64_t slot_capacity = 0;
+  static constexpr int64_t kDefaultSlotCapacity = 8192;
+  // Quantize the input of every linear layer to this activation format (formats/format.h
+  // syntax, e.g. "int8:g32:scale=f16", "fp8_e4m3:token") and dequantize it, simulating a kernel
+  // that consumes quantized activations. Empty: FP32 activations.
+  std::string activation_format;
+  // Simulate a KV cache stored in this format (e.g. "f16"); empty: FP32.
+  std::string kv_cache_format;
+};
+
+// The engine for options.device. CUDA: a clear error when qforge was built without CUDA or no
+// GPU is present.
+std::unique_ptr<Engine> create_engine(const Model& model, const EngineOptions& options);
+
+}  // namespace qf
