@@ -24,6 +24,6 @@
   do {                                                                                        \
     cublasStatus_t qf_st_ = (expr);                                                           \
     if (qf_st_ != CUBLAS_STATUS_SUCCESS)                                                      \
-      ::qf::fail("cuBLAS error: ", #expr, ": status ", static_cast<int>(qf_st_), " at ",      \
-                 __FILE__, ":", __LINE__);                                                    \
+      ::qf::fail("cuBLAS error: ", #expr, ": ", cublasLtGetStatusName(qf_st_), " (status ",   \
+                 static_cast<int>(qf_st_), ") at ", __FILE__, ":", __LINE__);                 \
   } while (0)

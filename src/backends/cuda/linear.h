@@ -1,0 +1,101 @@
+// Linear layers through one interface: y[M,N] = x[M,K] · W[N,K]^T, row-major, BF16 output, FP32
+// accumulation, whatever the storage of W and x.
+//
+// A LinearKernel is one implementation for one (weight format, activation format) pair. The
+// LinearRegistry holds every kernel of the build: the runtime asks it for a layer's kernel by
+// format pair and shape (select: the one place where the per-shape choice is made), the
+// benchmark iterates it (qforge bench gemm), and the GPU tests pair each entry with its CPU twin.
+// Later issues register quantized kernels here (one line in linear.cpp's kernel table).
+//
+// Kernels of this issue:
+//   gemv_bf16           bf16 x bf16, M <= 16: our own bandwidth-bound GEMV (gemv.h)
+//   cublaslt_bf16       bf16 x bf16, any shape: cuBLASLt (cublaslt.h)
+//   cublaslt_fp8        fp8_e4m3:tensor x fp8_e4m3:tensor: cuBLASLt with per-tensor scales
+//   cublaslt_fp8_fast   the same with fast (tensor-core only) accumulation: a benchmark baseline,
+//                       never selected
+//
+// Formats are qf::Format values (formats/format.h); in strings, "bf16" and "fp8_e4m3:tensor".
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "formats/format.h"
+
+namespace qf::cuda {
+
+// The formats of this issue's kernels: "bf16" and "fp8_e4m3:tensor" (FP8 E4M3 with one FP32
+// scale per tensor).
+const Format& bf16_format();
+const Format& fp8_tensor_format();
+
+enum class Backend : uint8_t { cpu, cuda };
+std::string_view backend_name(Backend b);
+
+// What a layer is stored as, and where it runs.
+struct LinearKey {
+  Format weight;      // storage of W [N,K]
+  Format activation;  // storage of x [M,K]
+  Backend backend = Backend::cuda;
+  bool operator==(const LinearKey&) const = default;
+};
+std::string key_str(const LinearKey& key);  // "weights bf16, activations bf16, cuda"
+
+struct LinearShape {
+  int64_t m = 0, n = 0, k = 0;
+};
+
+// One call. Device pointers; x and W in the key's formats, y BF16 [M,N], all row-major.
+struct LinearArgs {
+  LinearShape shape;
+  const void* x = nullptr;
+  const void* w = nullptr;
+  void* y = nullptr;
+  const float* x_scale = nullptr;  // per-tensor scale of x (device), for formats that have one
+  const float* w_scale = nullptr;  // per-tensor scale of W (device), for formats that have one
+  cudaStream_t stream = nullptr;
+};
+
+class LinearKernel {
+ public:
+  virtual ~LinearKernel() = default;
+  virtual std::string_view name() const = 0;
+  virtual const LinearKey& key() const = 0;
+  virtual bool supports(const LinearShape& shape) const = 0;
+  // Makes any first-use allocation (library handles, workspaces) now, so that run() can later be
+  // captured in a CUDA graph. Optional: run() does it too.
+  virtual void prepare() {}
+  // Enqueues y = x · W^T on args.stream. Throws qf::Error on an unsupported shape or bad operands.
+  virtual void run(const LinearArgs& args) = 0;
+};
+
+class LinearRegistry {
+ public:
+  // Every CUDA linear kernel of this build. Nothing is created on the GPU until a kernel runs,
+  // so a registry can be built (and select() asked) on a machine without a GPU. The kernels
+  // share one cuBLASLt handle and workspace: use one registry per stream.
+  LinearRegistry();
+  ~LinearRegistry();
+  LinearRegistry(const LinearRegistry&) = delete;
+  LinearRegistry& operator=(const LinearRegistry&) = delete;
+
+  std::vector<LinearKernel*> kernels() const;
+  LinearKernel* find(std::string_view name) const;  // nullptr if there is none
+
+  // The kernel to use for this layer at this shape. Throws qf::Error naming the formats and the
+  // shape when no kernel can run it.
+  LinearKernel& select(const LinearKey& key, const LinearShape& shape) const;
+  // select(key, args.shape).run(args)
+  void run(const LinearKey& key, const LinearArgs& args) const;
+
+ private:
+  struct Entry;
+  std::vector<Entry> entries_;
+};
+
+}  // namespace qf::cuda

@@ -1,0 +1,146 @@
+// Helpers of the GPU kernel tests (attention, KV cache, norm, RoPE, activation, embedding,
+// sampling): random BF16 host data, typed device arrays, output poisoning and error measures.
+// Every test compares a kernel with its CPU twin (src/backends/cpu) on the same inputs.
+#pragma once
+
+#include <cuda_bf16.h>
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "backends/cuda/cuda_check.h"
+#include "backends/cuda/device.h"
+
+namespace qf::testing {
+
+using bf16 = __nv_bfloat16;
+
+// A bf16 NaN that no kernel produces (the canonical quiet NaN is 0x7fc0): an output element
+// still holding it was never written.
+inline constexpr uint16_t kPoisonBits = 0x7fa5;
+
+inline uint16_t bf16_bits(bf16 v) {
+  uint16_t b;
+  std::memcpy(&b, &v, 2);
+  return b;
+}
+inline float bf16_to_float(bf16 v) {
+  const uint32_t u = uint32_t(bf16_bits(v)) << 16;
+  float f;
+  std::memcpy(&f, &u, 4);
+  return f;
+}
+// Round to nearest even (CUDA's host conversion, the same rounding the kernels use).
+inline bf16 float_to_bf16(float f) { return __float2bfloat16_rn(f); }
+
+// A fresh seed per call, printed with any failure of the test that uses it, so each run draws
+// new inputs and a failing draw can still be replayed.
+inline uint64_t fresh_seed() {
+  std::random_device rd;
+  return (uint64_t(rd()) << 32) ^ rd();
+}
+
+inline std::vector<bf16> random_bf16(size_t n, std::mt19937_64& rng, float stddev = 1.0f, float mean = 0.0f) {
+  std::normal_distribution<float> nd(mean, stddev);
+  std::vector<bf16> v(n);
+  for (auto& x : v) x = float_to_bf16(nd(rng));
+  return v;
+}
+
+inline std::vector<float> to_float(const std::vector<bf16>& v) {
+  std::vector<float> f(v.size());
+  for (size_t i = 0; i < v.size(); ++i) f[i] = bf16_to_float(v[i]);
+  return f;
+}
+
+// A typed device array on one DeviceBuffer.
+template <typename T>
+class DeviceArray {
+ public:
+  DeviceArray() = default;
+  explicit DeviceArray(size_t n, const char* what = "test array")
+      : buf_(std::max<size_t>(n, 1) * sizeof(T), what), n_(n) {}
+  DeviceArray(const std::vector<T>& host, cudaStream_t stream, const char* what = "test array")
+      : DeviceArray(host.size(), what) {
+    upload(host, stream);
+  }
+  T* get() const { return buf_.as<T>(); }
+  size_t size() const { return n_; }
+  void upload(const std::vector<T>& host, cudaStream_t stream) {
+    EXPECT_EQ(host.size(), n_);
+    if (n_) cuda::copy_to_device(get(), host.data(), n_ * sizeof(T), stream);
+  }
+  std::vector<T> download(cudaStream_t stream) const {
+    std::vector<T> host(n_);
+    if (n_) cuda::copy_to_host(host.data(), get(), n_ * sizeof(T), stream);
+    return host;
+  }
+  // Fills every 16-bit half-word with the poison NaN (T of any size: bf16, float, int).
+  void poison(cudaStream_t stream) { cuda::fill_u16(get(), kPoisonBits, n_ * sizeof(T) / 2, stream); }
+
+ private:
+  cuda::DeviceBuffer buf_;
+  size_t n_ = 0;
+};
+
+struct ErrorStats {
+  double rel_fro = 0.0;  // ||got - ref||_2 / ||ref||_2
+  double max_abs = 0.0;
+  double ref_max_abs = 0.0;
+  int64_t non_finite = 0;  // NaN / inf in `got` (an unwritten poisoned element counts here)
+  int64_t count = 0;
+};
+
+// Compares got[i * stride + offset + j] with ref[i * ref_stride + j] for i < rows, j < cols.
+inline ErrorStats compare(const std::vector<float>& got, const std::vector<float>& ref, int64_t rows, int64_t cols,
+                          int64_t got_stride, int64_t ref_stride, int64_t got_offset = 0) {
+  ErrorStats e;
+  double diff2 = 0.0, ref2 = 0.0;
+  for (int64_t i = 0; i < rows; ++i)
+    for (int64_t j = 0; j < cols; ++j) {
+      const double g = got[size_t(i * got_stride + got_offset + j)];
+      const double r = ref[size_t(i * ref_stride + j)];
+      ++e.count;
+      if (!std::isfinite(g)) {
+        ++e.non_finite;
+        continue;
+      }
+      diff2 += (g - r) * (g - r);
+      ref2 += r * r;
+      e.max_abs = std::max(e.max_abs, std::fabs(g - r));
+      e.ref_max_abs = std::max(e.ref_max_abs, std::fabs(r));
+    }
+  e.rel_fro = ref2 > 0 ? std::sqrt(diff2 / ref2) : std::sqrt(diff2);
+  return e;
+}
+
+inline ErrorStats compare(const std::vector<float>& got, const std::vector<float>& ref) {
+  EXPECT_EQ(got.size(), ref.size());
+  return compare(got, ref, 1, int64_t(std::min(got.size(), ref.size())), 0, 0);
+}
+
+inline std::string describe(const ErrorStats& e) {
+  return "rel_fro=" + std::to_string(e.rel_fro) + " max_abs=" + std::to_string(e.max_abs) +
+         " (ref max " + std::to_string(e.ref_max_abs) + ") non_finite=" + std::to_string(e.non_finite) + "/" +
+         std::to_string(e.count);
+}
+
+// Count of 16-bit words in [begin, end) of `v` that still hold the poison pattern.
+template <typename T>
+int64_t count_poisoned(const std::vector<T>& v, size_t begin, size_t end) {
+  int64_t n = 0;
+  for (size_t i = begin; i < end; ++i) {
+    uint16_t w[sizeof(T) / 2];
+    std::memcpy(w, &v[i], sizeof(T));
+    for (uint16_t x : w) n += x == kPoisonBits;
+  }
+  return n;
+}
+
+}  // namespace qf::testing
