@@ -8,17 +8,35 @@
 #
 # Files under $OUT (the device tool brings back at most 8: keep it that way): summary.txt,
 # device.log (nvidia-smi and every benchmark's progress lines), tests.log, bench_gemm.txt,
-# bench_gemm.json, bench_attention.txt, bench_attention.json; one slot is left for bench model. The reply itself carries only the last 12,000
-# characters of the output, so the long outputs go to files and the summary is printed last.
+# bench_gemm.json, bench_attention.txt, bench_attention.json, bench_model.json (every
+# `bench model` run and the PyTorch peer; their tables are in summary.txt). The reply itself
+# carries only the last 12,000 characters of the output, so the long outputs go to files and the
+# summary is printed last.
 #
-# Steps can be chosen: QF_DEVICE_STEPS="tests gemm" (default: "tests gemm attention", in order).
-# QF_BENCH_GEMM_ARGS adds arguments to `qforge bench gemm` (e.g. "--models llama2-7b").
+# Steps can be chosen: QF_DEVICE_STEPS="tests model peer" (default: "tests gemm attention model
+# peer ppl", in order; "quantize" times `qforge quantize --recipe gptq-w4g128` on the default
+# model and scores the result; "ppl" compares GPU and CPU perplexity, QF_PPL_ARGS its windows). QF_BENCH_GEMM_ARGS adds arguments to `qforge bench gemm` (e.g. "--models
+# llama2-7b"). QF_BENCH_MODELS: what `bench model` runs (default "llama2-7b default": the
+# synthetic llama2-7b of issue 3's targets, then the default model file when present);
+# QF_BENCH_MODEL_ARGS adds arguments to each. QF_PEER_MODELS (default "llama2-7b"): the
+# synthetic shapes bench/peer_torch.py runs.
+#
+# The default model (98 MB) cannot travel in one call (64 MiB per call): split it with
+#   split -n 2 -d models/SmolLM2-135M-Instruct.Q4_1.gguf .model_part && mv .model_part00 .model_part1 \
+#     && mv .model_part01 .model_part2
+# and carry them one per call, before the main call (47 MiB each; ignored paths stay on a warm
+# machine between calls, and models/ too once joined):
+#   run(command="ls -l .model_part1", carry=[".model_part1"])
+#   run(command="ls -l .model_part2", carry=[".model_part2"])
+#   run(command="scripts/device.sh", carry=[".carry"])
+# This script joins them into models/, checks the sha256 and exports QF_MODEL for the tests and
+# bench model; without them the model tests skip (and say so in the summary).
 set -uo pipefail  # no -e: a failing step is reported and the next one still runs
 cd "$(dirname "$0")/.."
 OUT=${OUT:-$(pwd)/out}
 mkdir -p "$OUT"
 BIN=${QF_CARRY_BIN:-.carry/bin}
-STEPS=${QF_DEVICE_STEPS:-tests gemm attention}
+STEPS=${QF_DEVICE_STEPS:-tests gemm attention model peer ppl}
 SUMMARY=$OUT/summary.txt
 : >"$SUMMARY"
 note() { echo "$*" | tee -a "$SUMMARY"; }
@@ -45,6 +63,28 @@ if ! loader_error=$("$BIN/qforge" --help 2>&1 >/dev/null); then
   ldd --version 2>&1 | head -n 1 >&2
   exit 3
 fi
+
+# ---- the default model, reassembled from its two parts --------------------------------------
+MODEL_FILE=models/SmolLM2-135M-Instruct.Q4_1.gguf
+MODEL_SHA=b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53
+if [ -f .model_part1 ] && [ -f .model_part2 ]; then
+  mkdir -p models
+  cat .model_part1 .model_part2 >"$MODEL_FILE.tmp" && mv "$MODEL_FILE.tmp" "$MODEL_FILE"
+fi
+if [ -f "$MODEL_FILE" ]; then
+  if [ "$(sha256sum "$MODEL_FILE" | cut -d' ' -f1)" = "$MODEL_SHA" ]; then
+    QF_MODEL=$(pwd)/$MODEL_FILE
+    export QF_MODEL
+    MODEL_NOTE="default model: $MODEL_FILE (sha256 ok)"
+  else
+    MODEL_NOTE="default model: $MODEL_FILE has the WRONG sha256 (parts missing or out of order?); model tests skip"
+    mv "$MODEL_FILE" "$MODEL_FILE.bad"
+  fi
+else
+  MODEL_NOTE="default model: absent (carry .model_part1 and .model_part2); model tests skip"
+fi
+echo "$MODEL_NOTE"
+WORK=$(mktemp -d)
 
 echo "== device"
 LOG=$OUT/device.log
@@ -82,7 +122,46 @@ for step in $STEPS; do
       run_step "bench attention" bash -c "'$BIN/qforge' bench attention --json-file '$OUT/bench_attention.json' $ceil_args >'$OUT/bench_attention.txt' 2>>'$LOG'"
       tail -n 3 "$LOG"
       ;;
-    # model)  bench model: added with the runtime's benchmark
+    model)
+      for m in ${QF_BENCH_MODELS:-llama2-7b default}; do
+        if [ "$m" = default ]; then
+          [ -n "${QF_MODEL:-}" ] || { echo "bench model: the default model is absent, skipped" >&2; continue; }
+          what=""; name=default
+        else
+          what="--synthetic $m"; name=$m
+        fi
+        echo "== bench model $name"
+        # shellcheck disable=SC2086
+        run_step "bench model $name" bash -c "'$BIN/qforge' bench model $what --json-file '$WORK/model_$name.json' ${QF_BENCH_MODEL_ARGS:-} >'$WORK/model_$name.txt' 2>>'$LOG'"
+        tail -n 2 "$LOG"
+      done
+      ;;
+    peer)
+      for m in ${QF_PEER_MODELS:-llama2-7b}; do
+        echo "== peer: PyTorch eager, $m"
+        run_step "peer torch $m" bash -c "python3 bench/peer_torch.py --synthetic '$m' --json-file '$WORK/peer_$m.json' >/dev/null 2>>'$LOG'"
+        tail -n 2 "$LOG"
+      done
+      ;;
+    ppl)
+      # Issue 3: GPU perplexity equal to CPU perplexity within 0.1 %; the same windows on both.
+      [ -n "${QF_MODEL:-}" ] || { echo "ppl: the default model is absent, skipped" >&2; continue; }
+      for dev in cuda cpu; do
+        echo "== ppl --device $dev"
+        # shellcheck disable=SC2086
+        run_step "ppl $dev" bash -c "'$BIN/qforge' ppl '$QF_MODEL' --device $dev ${QF_PPL_ARGS:---ctx 2048 --chunks 32} --json --quiet >'$WORK/ppl_$dev.json' 2>>'$LOG'"
+      done
+      ;;
+    quantize)
+      # Issue 4: how long GPTQ W4 g128 takes with the default calibration (128 x 2048).
+      [ -n "${QF_MODEL:-}" ] || { echo "quantize: the default model is absent, skipped" >&2; continue; }
+      echo "== quantize gptq-w4g128"
+      run_step "quantize gptq-w4g128" bash -c "'$BIN/qforge' quantize '$QF_MODEL' --recipe gptq-w4g128 -o '$WORK/q-gptq-w4g128' ${QF_QUANTIZE_ARGS:-} >'$WORK/quantize.txt' 2>&1"
+      tail -n 25 "$WORK/quantize.txt" >>"$LOG"
+      if [ -f "$WORK/q-gptq-w4g128/config.json" ]; then
+        run_step "ppl gptq-w4g128 cpu" bash -c "'$BIN/qforge' ppl '$WORK/q-gptq-w4g128' --device cpu ${QF_PPL_ARGS:---ctx 2048 --chunks 32} --json --quiet >'$WORK/ppl_q.json' 2>>'$LOG'"
+      fi
+      ;;
     *) echo "device.sh: unknown step '$step'" >&2 ;;
   esac
 done
@@ -108,10 +187,10 @@ rows = {(x["model"], x["layer"], x["m"], x["kernel"]): x for x in r["rows"]}
 order = list(dict.fromkeys((x["model"], x["layer"]) for x in r["rows"]))
 ms = sorted({x["m"] for x in r["rows"]})
 print("decode: W GB/s (% of copy bandwidth) and us; * = selected; speedup = cuBLAS BF16 time / GEMV time")
-print(f'{"model":10} {"layer":7} {"M":>3} {"gemv_bf16":>22} {"cublaslt_bf16":>22} {"speedup":>7}')
+print(f'{"model":10} {"layer":7} {"M":>3} {"gemv_bf16_v2":>22} {"cublaslt_bf16":>22} {"speedup":>7}')
 for m in (m for m in ms if m <= 16):
     for model, layer in order:
-        g, b = rows.get((model, layer, m, "gemv_bf16")), rows.get((model, layer, m, "cublaslt_bf16"))
+        g, b = rows.get((model, layer, m, "gemv_bf16_v2")), rows.get((model, layer, m, "cublaslt_bf16"))
         def cell(x):
             if not x:
                 return f'{"-":>22}'
@@ -138,8 +217,66 @@ for model in dict.fromkeys(m for m, _ in order):
         print(f'{model}: decode M=1, one block\'s linear layers: {t:.1f} us against a byte floor of {floor:.1f} us (x{t / floor:.2f})')
 EOF
 fi
+if [ -f "$OUT/tests.log" ]; then
+  note "$MODEL_NOTE"
+  grep -E '^\[ model    \]' "$OUT/tests.log" | tee -a "$SUMMARY"
+fi
+for t in "$WORK"/model_*.txt; do
+  [ -f "$t" ] || continue
+  note "---- bench $(basename "$t" .txt)"
+  tee -a "$SUMMARY" <"$t"
+done
+# bench_model.json: every bench model run and every peer run; the ratios qforge / torch.
+python3 - "$WORK" "$OUT/bench_model.json" <<'EOF' | tee -a "$SUMMARY"
+import glob, json, os, sys
+work, out = sys.argv[1], sys.argv[2]
+runs = {os.path.basename(p)[6:-5]: json.load(open(p)) for p in sorted(glob.glob(f"{work}/model_*.json"))}
+peers = {os.path.basename(p)[5:-5]: json.load(open(p)) for p in sorted(glob.glob(f"{work}/peer_*.json"))}
+if runs or peers:
+    json.dump({"runs": runs, "peer": peers}, open(out, "w"), indent=1)
+for name, peer in peers.items():
+    run = runs.get(name)
+    if not run:
+        print(f"peer {name}: no qforge run of the same model to compare with")
+        continue
+    print(f"qforge vs {peer['peer']}, torch {peer['torch']}, {name}; speedup = torch time / qforge time")
+    qp = {(r["batch"], r["prompt"]): r for r in run["prefill"]}
+    for r in peer["prefill"]:
+        q = qp.get((r["batch"], r["prompt"]))
+        if q and not q.get("error") and "ms" in r:
+            print(f'  prefill {r["batch"]}x{r["prompt"]}: qforge {q["ms"]:.2f} ms, torch {r["ms"]:.2f} ms, speedup {r["ms"] / q["ms"]:.2f}')
+        else:
+            print(f'  prefill {r["batch"]}x{r["prompt"]}: qforge {(q or {}).get("error") or (q or {}).get("ms")}, torch {r.get("ms", r.get("error"))}')
+    qd = {r["batch"]: r for r in run["decode"]}
+    for r in peer["decode"]:
+        q = qd.get(r["batch"])
+        if q and not q.get("error") and "ms_per_step" in r:
+            print(f'  decode b{r["batch"]}: qforge {q["ms_per_step"]:.3f} ms/step, torch {r["ms_per_step"]:.3f} ms/step, speedup {r["ms_per_step"] / q["ms_per_step"]:.2f}')
+        else:
+            print(f'  decode b{r["batch"]}: qforge {(q or {}).get("error") or (q or {}).get("ms_per_step")}, torch {r.get("ms_per_step", r.get("error"))}')
+EOF
 if [ -f "$OUT/bench_attention.txt" ]; then
   note "attention (see bench_attention.txt):"
   head -n 40 "$OUT/bench_attention.txt" | tee -a "$SUMMARY"
 fi
+if ls "$WORK"/ppl_*.json >/dev/null 2>&1; then
+  python3 - "$WORK" <<'EOF' | tee -a "$SUMMARY"
+import json, os, sys
+work = sys.argv[1]
+def load(name):
+    p = os.path.join(work, f"ppl_{name}.json")
+    return json.load(open(p)) if os.path.exists(p) and os.path.getsize(p) else None
+g, c, q = load("cuda"), load("cpu"), load("q")
+for name, r in (("cuda", g), ("cpu", c), ("gptq-w4g128 (cpu, simulated)", q)):
+    if r:
+        print(f'ppl {name}: {r["ppl"]:.4f} +- {r["ppl_stderr"]:.4f} over {r["tokens"]} tokens (ctx {r["ctx"]}, {r["chunks"]} windows), {r["seconds"]:.1f} s')
+if g and c:
+    print(f'ppl cuda vs cpu: {100 * (g["ppl"] / c["ppl"] - 1):+.4f} % (issue 3: within 0.1 %)')
+EOF
+fi
+if [ -f "$LOG" ] && grep -q "quantize" "$LOG"; then
+  note "quantize (tail of its output):"
+  grep -iE "elapsed|peak|took|total|error|wrote" "$LOG" | tail -n 6 | tee -a "$SUMMARY"
+fi
+rm -rf "$WORK"
 echo "(full outputs under \$OUT: tests.log, bench_*.txt, bench_*.json, device.log)"

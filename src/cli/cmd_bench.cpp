@@ -1,7 +1,8 @@
 // qforge bench: benchmarks, one subcommand each.
 //   bench gemm        every registered linear kernel at real layer shapes, next to cuBLAS BF16/FP8
 //   bench attention   causal prefill and paged decode attention at real head shapes
-//   (bench model is added by the runtime: prefill/decode throughput of whole models)
+//   bench model       whole-model prefill/decode throughput of the CUDA engine (a model file or a
+//                     synthetic model of real shape), with the cuBLAS GEMM sum and the weight-read floor
 #include <CLI/CLI.hpp>
 
 #include <cstdio>
@@ -12,12 +13,24 @@
 #include <string>
 #include <vector>
 
+#include "cli/cmd_common.h"
 #include "cli/commands.h"
 #include "core/error.h"
 
 #ifdef QF_HAVE_CUDA
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <ctime>
+#include <random>
+
 #include "backends/cuda/attention_bench.h"
+#include "backends/cuda/cublaslt.h"
+#include "backends/cuda/cuda_check.h"
+#include "backends/cuda/device.h"
 #include "backends/cuda/linear_bench.h"
+#include "backends/cuda/random.h"
+#include "runtime/cuda_engine.h"
 #endif
 
 namespace qf::cli {
@@ -47,7 +60,397 @@ struct AttentionFlags {
   uint64_t seed = 1;
 };
 
+struct ModelFlags {
+  std::string model;      // a model file/directory, or empty
+  std::string synthetic;  // a synthetic model name, or empty
+  bool json = false;
+  std::string json_file;
+  std::vector<std::string> prefill = {"1x512", "1x2048", "4x2048"};
+  std::vector<int> decode_batches = {1, 8, 32, 128};
+  int context = 1024;
+  int decode_steps = 32;
+  int reps = 5;
+  int64_t chunk = 2048;
+  double copy_gb_s = 0;  // 0: measure
+  uint64_t seed = 1;
+  bool no_breakdown = false;
+};
+
 #ifdef QF_HAVE_CUDA
+
+// ---- bench model ------------------------------------------------------------------------------
+
+double median_of(std::vector<double> v) {
+  if (v.empty()) return 0;
+  std::sort(v.begin(), v.end());
+  return v.size() % 2 ? v[v.size() / 2] : 0.5 * (v[v.size() / 2 - 1] + v[v.size() / 2]);
+}
+
+double now_ms() {
+  return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now().time_since_epoch()).count();
+}
+
+size_t device_used_bytes() {
+  const cuda::MemoryInfo m = cuda::device_memory();
+  return m.total_bytes - m.free_bytes;
+}
+
+bool all_finite(const Tensor& t) {
+  const float* p = t.data<float>();
+  for (int64_t i = 0; i < t.numel(); ++i)
+    if (!std::isfinite(p[i])) return false;
+  return true;
+}
+
+// Device-to-device copy of 1 GiB, bytes read + written per second: the bandwidth a decode step,
+// which reads every weight once, is bounded by.
+double measure_copy_gb_s(cudaStream_t stream) {
+  const size_t bytes = size_t(1) << 30;
+  cuda::DeviceBuffer a(bytes, "the copy-bandwidth source"), b(bytes, "the copy-bandwidth destination");
+  cuda::fill_random(a.data(), cuda::RandomType::f32, bytes / 4, cuda::RandomSpec::uniform_in(-1, 1), 7, stream);
+  cuda::Event e0, e1;
+  std::vector<double> t;
+  for (int i = 0; i < 12; ++i) {
+    e0.record(stream);
+    QF_CUDA_CHECK(cudaMemcpyAsync(b.data(), a.data(), bytes, cudaMemcpyDeviceToDevice, stream));
+    e1.record(stream);
+    e1.synchronize();
+    if (i >= 2) t.push_back(e1.elapsed_ms_since(e0));
+  }
+  return 2.0 * double(bytes) / (median_of(t) * 1e6);
+}
+
+struct GemmSum {
+  int64_t m = 0;
+  double block_us = 0;  // one decoder block's four GEMMs
+  double total_us = 0;  // all blocks + the LM head on the rows whose logits prefill returns
+  std::vector<std::pair<std::string, double>> layers;
+};
+
+// cuBLASLt BF16 at the linear-layer shapes of a prefill of m tokens: the GEMM time the engine's
+// prefill is compared with (issue 3: the whole prefill within 1.2x of it).
+GemmSum cublas_gemm_sum(const ModelConfig& c, int64_t m, int64_t head_rows, cudaStream_t stream) {
+  const int64_t H = c.hidden_size, F = c.intermediate_size, q = c.num_heads * c.head_dim,
+                kv = c.num_kv_heads * c.head_dim;
+  struct Shape {
+    const char* name;
+    int64_t m, n, k;
+  };
+  const Shape shapes[] = {{"qkv", m, q + 2 * kv, H}, {"o", m, H, q}, {"gate_up", m, 2 * F, H},
+                          {"down", m, H, F},        {"lm_head", head_rows, c.vocab_size, H}};
+  cuda::CublasLt lt;
+  GemmSum r;
+  r.m = m;
+  uint64_t seed = 11;
+  for (const Shape& s : shapes) {
+    cuda::DeviceBuffer x(size_t(s.m * s.k) * 2, "GEMM input"), w(size_t(s.n * s.k) * 2, "GEMM weight"),
+        y(size_t(s.m * s.n) * 2, "GEMM output");
+    cuda::fill_random(x.data(), cuda::RandomType::bf16, size_t(s.m * s.k), cuda::RandomSpec::normal_with(0, 1), ++seed,
+                      stream);
+    cuda::fill_random(w.data(), cuda::RandomType::bf16, size_t(s.n * s.k),
+                      cuda::RandomSpec::normal_with(0, float(1 / std::sqrt(double(s.k)))), ++seed, stream);
+    cuda::Event e0, e1;
+    std::vector<double> t;
+    for (int i = 0; i < 13; ++i) {
+      e0.record(stream);
+      lt.linear_bf16(x.as<__nv_bfloat16>(), w.as<__nv_bfloat16>(), y.as<__nv_bfloat16>(), s.m, s.n, s.k, stream);
+      e1.record(stream);
+      e1.synchronize();
+      if (i >= 3) t.push_back(1e3 * e1.elapsed_ms_since(e0));
+    }
+    const double us = median_of(t);
+    r.layers.push_back({s.name, us});
+    if (std::string(s.name) == "lm_head") r.total_us += us;
+    else r.block_us += us;
+  }
+  r.total_us += r.block_us * double(c.num_layers);
+  return r;
+}
+
+struct PrefillRow {
+  int batch = 0, prompt = 0;
+  double ms = 0, tokens_per_s = 0;
+  std::string error;
+};
+struct DecodeRow {
+  int batch = 0, context = 0;
+  double ms_per_step = 0, tokens_per_s = 0;
+  int graphs = 0, replays = 0;
+  std::string error;
+};
+
+void run_model_bench(const ModelFlags& f) {
+  QF_CHECK(f.model.empty() || f.synthetic.empty(), "bench model: give a MODEL or --synthetic NAME, not both");
+  require_device(Device::Cuda);
+  auto say = [](const std::string& line) { std::fprintf(stderr, "[bench model] %s\n", line.c_str()); };
+  std::unique_ptr<Model> model;
+  ModelConfig config;
+  std::string label;
+  if (!f.synthetic.empty()) {
+    config = synthetic_model_config(f.synthetic);
+    label = "synthetic " + f.synthetic + " (random BF16 weights generated on the GPU)";
+  } else {
+    const std::string path = resolve_model_path(f.model);
+    say("loading " + path);
+    model = std::make_unique<Model>(load_model(path));
+    config = model->config();
+    label = path + " (weights as BF16)";
+  }
+  // chunk: tokens per prefill pass (the decode cases prefill their context untimed, in passes of
+  // at most 2048 tokens, so that a larger --chunk does not cost the KV cache of batch 128 room).
+  auto make_engine = [&](int slots, int64_t capacity, int64_t chunk) {
+    CudaEngineOptions o;
+    o.num_slots = slots;
+    o.slot_capacity = capacity;
+    o.max_chunk_tokens = chunk;
+    if (model) return std::make_unique<CudaEngine>(model->checkpoint, o);
+    return std::make_unique<CudaEngine>(config, o, f.seed);
+  };
+  std::mt19937_64 rng(f.seed);
+  std::uniform_int_distribution<int32_t> token(0, int32_t(config.vocab_size - 1));
+  auto random_tokens = [&](int n) {
+    std::vector<int32_t> t(static_cast<size_t>(n));
+    for (auto& x : t) x = token(rng);
+    return t;
+  };
+
+  const cuda::DeviceInfo& info = cuda::device_info();
+  size_t peak_used = 0, weight_bytes = 0, decode_read_bytes = 0;
+  std::vector<PrefillRow> prefill;
+  std::vector<DecodeRow> decode;
+  // Per-op GPU time of one prefill (the largest case) and of one decode step at batch 1.
+  using Breakdown = std::vector<std::pair<std::string, double>>;
+  Breakdown prefill_ops, decode_ops;
+  int64_t prefill_ops_tokens = 0;
+
+  for (const std::string& spec : f.prefill) {
+    PrefillRow row;
+    QF_CHECK(std::sscanf(spec.c_str(), "%dx%d", &row.batch, &row.prompt) == 2 && row.batch > 0 && row.prompt > 0,
+             "bench model: --prefill entries are BATCHxPROMPT, e.g. 4x2048; got \"", spec, "\"");
+    say(str("prefill ", row.batch, " x ", row.prompt));
+    try {
+      auto engine = make_engine(row.batch, row.prompt, f.chunk);
+      weight_bytes = engine->weight_bytes();
+      decode_read_bytes = engine->decode_read_bytes();
+      Batch b;
+      for (int s = 0; s < row.batch; ++s) b.add_sequence(s, 0, random_tokens(row.prompt), Batch::Logits::Last);
+      std::vector<double> t;
+      for (int r = 0; r < f.reps + 1; ++r) {
+        for (int s = 0; s < row.batch; ++s) engine->reset(s);
+        const double t0 = now_ms();
+        const Tensor logits = engine->forward(b);
+        const double t1 = now_ms();
+        QF_CHECK(all_finite(logits), "bench model: non-finite logits after prefill ", spec);
+        if (r > 0) t.push_back(t1 - t0);  // the first run is the warm-up (cuBLASLt plans, kernel attributes)
+      }
+      row.ms = median_of(t);
+      row.tokens_per_s = double(row.batch) * row.prompt / (row.ms * 1e-3);
+      if (!f.no_breakdown && int64_t(row.batch) * row.prompt > prefill_ops_tokens) {
+        for (int s = 0; s < row.batch; ++s) engine->reset(s);
+        engine->set_profiling(true);
+        engine->forward(b);
+        prefill_ops = engine->profile_ms();
+        engine->set_profiling(false);
+        prefill_ops_tokens = int64_t(row.batch) * row.prompt;
+      }
+      peak_used = std::max(peak_used, device_used_bytes());
+    } catch (const Error& e) {
+      // A model whose weights alone exceed the GPU (llama2-70b in BF16 on one 80 GB H100) fails
+      // every case the same way: say it once.
+      if (std::string(e.what()).find("weights alone do not fit") != std::string::npos) throw;
+      row.error = e.what();
+      say("  failed: " + row.error);
+    }
+    prefill.push_back(row);
+  }
+
+  for (int bs : f.decode_batches) {
+    DecodeRow row;
+    row.batch = bs;
+    row.context = f.context;
+    say(str("decode batch ", bs, " at ", f.context, " tokens of context"));
+    try {
+      QF_CHECK(f.context > f.decode_steps + 2, "bench model: --context must exceed --decode-steps + 2");
+      // The steps end at position context-1, so the cache holds exactly `context` tokens per
+      // slot at the end (at batch 128 the 7B KV cache then fills most of an 80 GB H100).
+      const bool profile = bs == 1 && !f.no_breakdown;
+      auto engine = make_engine(bs, f.context + (profile ? 8 : 0), std::min<int64_t>(f.chunk, 2048));
+      const int warm = 2, prompt = f.context - f.decode_steps - warm;
+      Batch b;
+      for (int s = 0; s < bs; ++s) b.add_sequence(s, 0, random_tokens(prompt), Batch::Logits::None);
+      engine->forward(b);
+      std::vector<double> t;
+      for (int step = 0; step < warm + f.decode_steps; ++step) {
+        b.clear();
+        const std::vector<int32_t> next = random_tokens(bs);
+        for (int s = 0; s < bs; ++s) b.add(next[size_t(s)], int32_t(engine->slot_length(s)), s, true);
+        const double t0 = now_ms();
+        const Tensor logits = engine->forward(b);
+        const double t1 = now_ms();
+        if (step == 0 || step + 1 == warm + f.decode_steps)
+          QF_CHECK(all_finite(logits), "bench model: non-finite logits at decode batch ", bs);
+        if (step >= warm) t.push_back(t1 - t0);
+      }
+      row.ms_per_step = median_of(t);
+      row.tokens_per_s = bs / (row.ms_per_step * 1e-3);
+      if (profile) {  // 4 more steps, eager, with an event after every op
+        engine->set_profiling(true);
+        for (int step = 0; step < 4; ++step) {
+          b.clear();
+          b.add(token(rng), int32_t(engine->slot_length(0)), 0, true);
+          engine->forward(b);
+        }
+        decode_ops = engine->profile_ms();
+        for (auto& [name, ms] : decode_ops) ms /= 4;
+        engine->set_profiling(false);
+      }
+      row.graphs = engine->graphs_captured();
+      row.replays = engine->graph_replays();
+      weight_bytes = engine->weight_bytes();
+      decode_read_bytes = engine->decode_read_bytes();
+      peak_used = std::max(peak_used, device_used_bytes());
+    } catch (const Error& e) {
+      row.error = e.what();
+      say("  failed: " + row.error);
+    }
+    decode.push_back(row);
+  }
+
+  cuda::Stream stream;
+  double copy_gb_s = f.copy_gb_s;
+  bool copy_measured = false;
+  if (copy_gb_s <= 0) {
+    copy_gb_s = measure_copy_gb_s(stream);
+    copy_measured = true;
+  }
+  // The GEMM sum at the largest prefill of the list (by tokens).
+  const PrefillRow* big = nullptr;
+  for (const PrefillRow& p : prefill)
+    if (p.error.empty() && (!big || int64_t(p.batch) * p.prompt > int64_t(big->batch) * big->prompt)) big = &p;
+  GemmSum gemm;
+  if (big) {
+    say(str("cuBLAS BF16 GEMMs at M = ", big->batch * big->prompt));
+    gemm = cublas_gemm_sum(config, int64_t(big->batch) * big->prompt, big->batch, stream);
+  }
+  // The floor of issue 3's decode target is the weight bytes at 3.0 TB/s (what bench gemm's copy
+  // measures on an H100); this 1 GiB copy has come out lower here (2585 GB/s on 2026-11-23, with
+  // the model resident), which would flatter the ratio, so the larger of the two is the floor.
+  const double floor_gb_s = std::max(copy_gb_s, 3000.0);
+  const double floor_ms = decode_read_bytes / (floor_gb_s * 1e6);
+  const DecodeRow* d1 = nullptr;
+  for (const DecodeRow& d : decode)
+    if (d.batch == 1 && d.error.empty()) d1 = &d;
+
+  char date[32];
+  const std::time_t now = std::time(nullptr);
+  std::strftime(date, sizeof date, "%Y-%m-%dT%H:%M:%SZ", std::gmtime(&now));
+  nlohmann::json j;
+  j["date_utc"] = date;
+  j["device"] = info.name;
+  j["model"] = label;
+  j["config"] = {{"hidden", config.hidden_size}, {"intermediate", config.intermediate_size},
+                 {"layers", config.num_layers},  {"heads", config.num_heads},
+                 {"kv_heads", config.num_kv_heads}, {"head_dim", config.head_dim},
+                 {"vocab", config.vocab_size}};
+  j["weight_bytes"] = weight_bytes;
+  j["decode_read_bytes"] = decode_read_bytes;
+  j["peak_gpu_bytes"] = peak_used;
+  j["copy_gb_s"] = copy_gb_s;
+  j["copy_measured"] = copy_measured;
+  j["chunk_tokens"] = f.chunk;
+  j["prefill"] = nlohmann::json::array();
+  for (const PrefillRow& p : prefill)
+    j["prefill"].push_back({{"batch", p.batch}, {"prompt", p.prompt}, {"ms", p.ms}, {"ttft_ms", p.ms},
+                            {"tokens_per_s", p.tokens_per_s}, {"error", p.error}});
+  j["decode"] = nlohmann::json::array();
+  for (const DecodeRow& d : decode)
+    j["decode"].push_back({{"batch", d.batch}, {"context", d.context}, {"ms_per_step", d.ms_per_step},
+                           {"tokens_per_s", d.tokens_per_s}, {"graphs", d.graphs}, {"graph_replays", d.replays},
+                           {"error", d.error}});
+  if (big) {
+    nlohmann::json layers = nlohmann::json::object();
+    for (const auto& [name, us] : gemm.layers) layers[name] = us;
+    j["cublas_gemm"] = {{"m", gemm.m}, {"layer_us", layers}, {"block_us", gemm.block_us}, {"total_ms", gemm.total_us / 1e3},
+                        {"prefill_batch", big->batch}, {"prefill_prompt", big->prompt}, {"prefill_ms", big->ms},
+                        {"ratio", big->ms / (gemm.total_us / 1e3)}, {"target", 1.2}};
+  }
+  auto ops_json = [](const Breakdown& ops) {
+    nlohmann::json o = nlohmann::json::array();
+    for (const auto& [name, ms] : ops) o.push_back({{"op", name}, {"ms", ms}});
+    return o;
+  };
+  j["prefill_breakdown"] = {{"tokens", prefill_ops_tokens}, {"ops", ops_json(prefill_ops)}};
+  j["decode_b1_breakdown"] = {{"ops", ops_json(decode_ops)}};
+  j["decode_floor"] = {{"floor_ms", floor_ms},
+                       {"floor_gb_s", floor_gb_s},
+                       {"floor_ms_at_3000_gb_s", decode_read_bytes / 3.0e9},
+                       {"b1_ms", d1 ? d1->ms_per_step : 0.0},
+                       {"ratio", d1 ? d1->ms_per_step / floor_ms : 0.0},
+                       {"target", 1.25}};
+
+  if (!f.json_file.empty()) {
+    std::ofstream out(f.json_file);
+    QF_CHECK(out, "bench model: cannot write ", f.json_file);
+    out << j.dump(1) << "\n";
+    QF_CHECK(out.good(), "bench model: error writing ", f.json_file);
+  }
+  if (f.json) {
+    std::cout << j.dump(1) << std::endl;
+    return;
+  }
+  std::printf("qforge bench model  %s  %s\nmodel: %s\n", date, info.name.c_str(), label.c_str());
+  std::printf("weights %s on the GPU (a decode step reads %s); peak GPU memory in use %s; prefill passes of %lld tokens\n",
+              cuda::size_str(weight_bytes).c_str(), cuda::size_str(decode_read_bytes).c_str(),
+              cuda::size_str(peak_used).c_str(), static_cast<long long>(f.chunk));
+  std::printf("\nprefill (batch x prompt; TTFT = the whole prefill, first token of every sequence)\n");
+  std::printf("%6s %7s %12s %14s\n", "batch", "prompt", "TTFT ms", "tokens/s");
+  for (const PrefillRow& p : prefill) {
+    if (!p.error.empty()) std::printf("%6d %7d  failed: %s\n", p.batch, p.prompt, p.error.c_str());
+    else std::printf("%6d %7d %12.2f %14.0f\n", p.batch, p.prompt, p.ms, p.tokens_per_s);
+  }
+  std::printf("\ndecode (one token per sequence per step, context %d; median step incl. the logits copy)\n", f.context);
+  std::printf("%6s %12s %14s %8s\n", "batch", "ms/step", "tokens/s", "graph");
+  for (const DecodeRow& d : decode) {
+    if (!d.error.empty()) std::printf("%6d  failed: %s\n", d.batch, d.error.c_str());
+    else std::printf("%6d %12.3f %14.0f %8s\n", d.batch, d.ms_per_step, d.tokens_per_s, d.replays > 0 ? "yes" : "no");
+  }
+  if (!prefill_ops.empty() || !decode_ops.empty()) {
+    // Op names in order of first appearance in either breakdown.
+    std::vector<std::string> names;
+    for (const Breakdown* ops : {&prefill_ops, &decode_ops})
+      for (const auto& [name, ms] : *ops)
+        if (std::find(names.begin(), names.end(), name) == names.end()) names.push_back(name);
+    auto total = [](const Breakdown& ops) {
+      double t = 0;
+      for (const auto& [name, ms] : ops) t += ms;
+      return t;
+    };
+    auto find = [](const Breakdown& ops, const std::string& n) {
+      for (const auto& [name, ms] : ops)
+        if (name == n) return ms;
+      return 0.0;
+    };
+    const double tp = total(prefill_ops), td = total(decode_ops);
+    std::printf("\nGPU time per op (CUDA events after every op, eager: a breakdown, not a total)\n");
+    std::printf("%-22s %12s %7s %14s %7s\n", "op", "prefill ms", "%", "decode b1 us", "%");
+    for (const std::string& n : names) {
+      const double p = find(prefill_ops, n), d = find(decode_ops, n);
+      std::printf("%-22s %12.2f %6.1f%% %14.1f %6.1f%%\n", n.c_str(), p, tp > 0 ? 100 * p / tp : 0.0, 1e3 * d,
+                  td > 0 ? 100 * d / td : 0.0);
+    }
+    std::printf("%-22s %12.2f %7s %14.1f\n", "total", tp, "", 1e3 * td);
+    std::printf("(prefill: %lld tokens)\n", static_cast<long long>(prefill_ops_tokens));
+  }
+  std::printf("\ntargets (issue 3)\n");
+  if (big)
+    std::printf("  prefill %dx%d: %.2f ms; cuBLAS BF16 GEMMs of its linear layers at M=%lld: %.2f ms (block %.1f us x %lld + LM head); ratio %.3f (target <= 1.2)\n",
+                big->batch, big->prompt, big->ms, static_cast<long long>(gemm.m), gemm.total_us / 1e3, gemm.block_us,
+                static_cast<long long>(config.num_layers), big->ms / (gemm.total_us / 1e3));
+  std::printf("  decode b1: %.3f ms/step; weight-read floor %.3f ms (%s at %.0f GB/s: the larger of 3000 and the %s %.0f GB/s); ratio %.3f (target <= 1.25)\n",
+              d1 ? d1->ms_per_step : 0.0, floor_ms, cuda::size_str(decode_read_bytes).c_str(), floor_gb_s,
+              copy_measured ? "measured copy bandwidth" : "given", copy_gb_s, d1 ? d1->ms_per_step / floor_ms : 0.0);
+  std::fflush(stdout);
+}
 
 nlohmann::json to_json(const cuda::GemmBenchReport& r) {
   nlohmann::json j;
@@ -179,12 +582,13 @@ void run_attention(const AttentionFlags& f) {
   fail(what, " needs the CUDA backend: this qforge was built without it (configure with -DQF_CUDA=ON)");
 }
 void run_gemm(const GemmFlags&) { needs_cuda("bench gemm"); }
+void run_model_bench(const ModelFlags&) { needs_cuda("bench model"); }
 void run_attention(const AttentionFlags&) { needs_cuda("bench attention"); }
 
 #endif
 
 void register_bench(CLI::App& app) {
-  CLI::App* bench = app.add_subcommand("bench", "Benchmarks (GPU): linear kernels (gemm), attention");
+  CLI::App* bench = app.add_subcommand("bench", "Benchmarks (GPU): linear kernels (gemm), attention, whole models (model)");
   bench->require_subcommand(1);
 
   auto flags = std::make_shared<GemmFlags>();
@@ -233,6 +637,40 @@ void register_bench(CLI::App& app) {
       ->check(CLI::PositiveNumber);
   attention->add_option("--seed", att->seed, "Seed of the random operands");
   attention->callback([att] { run_attention(*att); });
+
+  auto mf = std::make_shared<ModelFlags>();
+  CLI::App* model = bench->add_subcommand(
+      "model",
+      "Whole-model throughput of the CUDA engine (BF16): prefill tokens/s and time to first token for batch x "
+      "prompt, decode tokens/s at several batch sizes with a filled KV cache, peak GPU memory; and, for issue 3's "
+      "targets, the sum of cuBLAS BF16 GEMM times of the model's linear layers at the largest prefill shape and "
+      "the decode weight-read floor (bytes a step reads / measured copy bandwidth).");
+  add_model_argument(model, mf->model);
+  model->add_option("--synthetic", mf->synthetic,
+                    "Instead of a file: a model of real shape with random weights made on the GPU: llama2-7b, "
+                    "llama3-8b, llama2-70b (140 GB of BF16: needs more than one 80 GB GPU, so it fails with the "
+                    "sizes), smollm2-135m");
+  model->add_flag("--json", mf->json, "Print one JSON object instead of the table");
+  model->add_option("--json-file", mf->json_file, "Also write the JSON object to this file");
+  model->add_option("--prefill", mf->prefill, "Prefill cases BATCHxPROMPT (default: 1x512,1x2048,4x2048)")
+      ->delimiter(',');
+  model->add_option("--decode-batches", mf->decode_batches, "Decode batch sizes (default: 1,8,32,128)")
+      ->delimiter(',');
+  model->add_option("--context", mf->context, "Tokens per sequence in the KV cache at the end of the decode steps")
+      ->capture_default_str();
+  model->add_option("--decode-steps", mf->decode_steps, "Timed decode steps per batch size")->capture_default_str();
+  model->add_option("--reps", mf->reps, "Timed prefills per case (after one warm-up)")->capture_default_str();
+  model->add_option("--chunk", mf->chunk, "Tokens per prefill pass of the engine")->capture_default_str();
+  model->add_option("--copy-gb-s", mf->copy_gb_s, "Bandwidth of the decode floor (default: measured D2D copy)");
+  model->add_option("--seed", mf->seed, "Seed of the synthetic weights and the random prompts");
+  model->add_flag("--no-breakdown", mf->no_breakdown,
+                  "Skip the per-op GPU time table (one profiled prefill and 4 profiled decode steps)");
+  model->footer(
+      "\nExamples:\n"
+      "  qforge bench model                         # the default model\n"
+      "  qforge bench model --synthetic llama2-7b   # the issue-3 targets\n"
+      "  qforge bench model --synthetic llama3-8b --decode-batches 1,8 --json\n");
+  model->callback([mf] { run_model_bench(*mf); });
 }
 
 }  // namespace

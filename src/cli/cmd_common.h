@@ -3,6 +3,7 @@
 #pragma once
 
 #include <CLI/CLI.hpp>
+#include <cstdio>
 
 #include <string>
 
@@ -17,21 +18,23 @@ namespace qf::cli {
 // MODEL: optional positional argument; empty means the default model.
 inline void add_model_argument(CLI::App* cmd, std::string& model) {
   cmd->add_option("MODEL", model,
-                  "A .gguf file or a Hugging Face directory (config.json + *.safetensors). Default: the default "
-                  "model (SmolLM2-135M-Instruct, fetched by scripts/setup.sh; $QF_MODEL overrides)");
+                  "A .gguf file, a Hugging Face directory (config.json + *.safetensors) or a quantized checkpoint "
+                  "from qforge quantize. Default: the default model (SmolLM2-135M-Instruct, fetched by "
+                  "scripts/setup.sh; $QF_MODEL overrides)");
 }
 
 struct EngineFlags {
-  std::string device = "cpu";
+  std::string device;  // empty: default_device() (cuda when a GPU is present)
   int threads = 0;
   std::string activations;  // EngineOptions::activation_format
   std::string kv_cache;     // EngineOptions::kv_cache_format
 };
 
 inline void add_engine_flags(CLI::App* cmd, EngineFlags& f) {
-  cmd->add_option("--device", f.device, "Where to run: cpu (the FP32 reference engine) or cuda")
-      ->check(CLI::IsMember({"cpu", "cuda"}))
-      ->capture_default_str();
+  cmd->add_option("--device", f.device,
+                  "Where to run: cpu (the FP32 reference engine) or cuda (the BF16 GPU engine). Default: cuda when "
+                  "this build has CUDA and a Hopper GPU is present, else cpu; --activations/--kv-cache imply cpu")
+      ->check(CLI::IsMember({"cpu", "cuda"}));
   cmd->add_option("--threads", f.threads, "CPU threads (default: $QF_THREADS or all cores)")
       ->check(CLI::NonNegativeNumber);
   cmd->add_option("--activations", f.activations,
@@ -46,10 +49,23 @@ inline Device apply_engine_flags(const EngineFlags& f) {
   if (!f.activations.empty()) (void)Format::parse(f.activations);
   if (!f.kv_cache.empty()) (void)Format::parse(f.kv_cache);
   if (f.threads > 0) set_num_threads(f.threads);
-  const Device d = parse_device(f.device);
+  const bool simulating = !f.activations.empty() || !f.kv_cache.empty();
+  const Device d = !f.device.empty() ? parse_device(f.device) : simulating ? Device::Cpu : default_device();
   QF_CHECK(d == Device::Cpu || (f.activations.empty() && f.kv_cache.empty()),
            "--activations and --kv-cache are simulations of the CPU engine (--device cpu)");
   require_device(d);
+  return d;
+}
+
+// After loading: a quantized checkpoint that rounds activations or the KV cache runs on the CPU
+// engine (the CUDA engine does not simulate that yet). When --device was not given, switch to
+// the CPU with a note instead of failing; an explicit --device cuda fails in create_engine.
+inline Device settle_device(const EngineFlags& f, Device d, const Model& model) {
+  if (d == Device::Cuda && f.device.empty() && rounds_activations_or_kv(model)) {
+    std::fprintf(stderr, "qforge: this checkpoint rounds activations or the KV cache, which only the CPU engine "
+                         "simulates: running on the CPU (--device cpu)\n");
+    return Device::Cpu;
+  }
   return d;
 }
 
@@ -57,6 +73,25 @@ inline void fill_engine_options(const EngineFlags& f, Device device, EngineOptio
   o.device = device;
   o.activation_format = f.activations;
   o.kv_cache_format = f.kv_cache;
+}
+
+// What the engine rounds linear inputs / the KV cache to, for reports: the flag if given, else
+// a quantized checkpoint's own setting ("per checkpoint: ..."), else "f32".
+inline std::string activations_text(const EngineFlags& f, const Model& m) {
+  if (!f.activations.empty()) return f.activations;
+  if (m.quantization) {
+    std::string formats;
+    for (const auto& [name, q] : m.quantization->linears)
+      if (q.activations && formats.find(q.activations->str()) == std::string::npos)
+        formats += (formats.empty() ? "" : ", ") + q.activations->str();
+    if (!formats.empty()) return "checkpoint's: " + formats;
+  }
+  return "f32";
+}
+inline std::string kv_cache_text(const EngineFlags& f, const Model& m) {
+  if (!f.kv_cache.empty()) return f.kv_cache;
+  if (m.quantization && m.quantization->kv_cache) return "checkpoint's: " + m.quantization->kv_cache->str();
+  return "f32";
 }
 
 // The model path the user gave, or the default one (default_model_path() says how to get it).

@@ -25,11 +25,12 @@ struct GenerateArgs {
 };
 
 void run_generate(const GenerateArgs& a) {
-  const Device device = apply_engine_flags(a.engine);
+  const Device requested = apply_engine_flags(a.engine);
   QF_CHECK(a.max_new_tokens >= 1, "-n must be at least 1, got ", a.max_new_tokens);
   QF_CHECK(a.system.empty() || a.chat, "--system needs --chat (a system message is part of a chat conversation)");
   const std::string path = resolve_model_path(a.model);
   const Model model = load_model(path);
+  const Device device = settle_device(a.engine, requested, model);
   const Tokenizer& tok = model.tokenizer;
 
   std::string text = a.prompt;

@@ -67,7 +67,10 @@ void run_info(const std::string& model_arg) {
   const double kv_per_token = 2.0 * double(c.num_layers * c.num_kv_heads * c.head_dim);
   const ChatTemplate& chat = m.tokenizer.chat_template();
 
-  std::printf("model          %s (%s)\n", path.c_str(), ck.format == CheckpointFormat::GGUF ? "GGUF" : "HF directory");
+  std::printf("model          %s (%s)\n", path.c_str(),
+              ck.format == CheckpointFormat::GGUF ? "GGUF"
+              : m.quantization                     ? "qforge quantized checkpoint"
+                                                   : "HF directory");
   if (!c.name.empty()) std::printf("name           %s\n", c.name.c_str());
   std::printf("architecture   %s\n", c.architecture.c_str());
   std::printf("layers         %ld, hidden %ld, intermediate (ffn) %ld\n", long(c.num_layers), long(c.hidden_size),
@@ -87,6 +90,19 @@ void run_info(const std::string& model_arg) {
               bytes_text(2.0 * params).c_str());
   std::printf("KV cache       %s per 1024 tokens in FP32 (%s in BF16)\n",
               bytes_text(4.0 * kv_per_token * 1024).c_str(), bytes_text(2.0 * kv_per_token * 1024).c_str());
+  if (m.quantization) {
+    // A qforge quantized checkpoint: the recipe, the formats in use and the size on disk.
+    const QuantizationConfig& q = *m.quantization;
+    std::map<std::string, int> formats;
+    for (const auto& [name, lq] : q.linears)
+      ++formats[str(lq.weights.str(), " x ", lq.activations ? lq.activations->str() : std::string("f32"))];
+    std::string ftext;
+    for (const auto& [f, n] : formats) ftext += str(ftext.empty() ? "" : ", ", f, " (", n, ")");
+    std::printf("quantized      recipe %s; weights x activations: %s; KV cache %s\n", q.recipe_name.c_str(),
+                ftext.c_str(), q.kv_cache ? q.kv_cache->str().c_str() : "f32");
+    std::printf("on disk        %s; runs simulated (weights dequantized exactly, activations rounded)\n",
+                bytes_text(double(directory_size_bytes(path))).c_str());
+  }
   std::printf("tokenizer      %s, %ld tokens, BOS %d%s, EOS %d\n", m.tokenizer.kind().c_str(),
               long(m.tokenizer.vocab_size()), m.tokenizer.bos_id(), m.tokenizer.adds_bos() ? " (added)" : " (not added)",
               m.tokenizer.eos_id());

@@ -32,7 +32,7 @@ std::string read_text_file(const std::string& path) {
 }
 
 void run_ppl(const PplArgs& a) {
-  const Device device = apply_engine_flags(a.engine);
+  const Device requested = apply_engine_flags(a.engine);
   QF_CHECK(a.ctx == 0 || a.ctx >= 2, "--ctx must be at least 2 tokens, got ", a.ctx);
   QF_CHECK(a.batch_windows >= 1, "--batch must be at least 1, got ", a.batch_windows);
   if (a.quiet) Progress::set_quiet(true);
@@ -40,6 +40,7 @@ void run_ppl(const PplArgs& a) {
   const std::string text = read_text_file(data);
   const std::string path = resolve_model_path(a.model);
   const Model model = load_model(path);
+  const Device device = settle_device(a.engine, requested, model);
 
   PerplexityOptions o;
   o.ctx = a.ctx > 0 ? a.ctx : std::min<int64_t>(2048, model.config().max_position_embeddings);
@@ -83,16 +84,17 @@ void run_ppl(const PplArgs& a) {
                         {"model", path},
                         {"data", data},
                         {"device", engine->describe()},
-                        {"activations", a.engine.activations.empty() ? "f32" : a.engine.activations},
-                        {"kv_cache", a.engine.kv_cache.empty() ? "f32" : a.engine.kv_cache},
+                        {"activations", activations_text(a.engine, model)},
+                        {"kv_cache", kv_cache_text(a.engine, model)},
                         {"running_ppl", r.running_ppl}};
     std::printf("%s\n", j.dump().c_str());
     return;
   }
   std::printf("model: %s\ndata: %s\nscoring: %s\nengine: %s%s\n", path.c_str(), data.c_str(), scoring,
               engine->describe().c_str(),
-              str(a.engine.activations.empty() ? "" : ", activations " + a.engine.activations,
-                  a.engine.kv_cache.empty() ? "" : ", KV cache " + a.engine.kv_cache).c_str());
+              str(activations_text(a.engine, model) == "f32" ? "" : ", activations " + activations_text(a.engine, model),
+                  kv_cache_text(a.engine, model) == "f32" ? "" : ", KV cache " + kv_cache_text(a.engine, model))
+                  .c_str());
   std::printf("perplexity: %.4f ± %.4f over %ld tokens (%ld windows of %ld), %.1f tok/s\n", r.ppl, r.ppl_stderr,
               long(r.tokens_scored), long(r.windows), long(r.ctx), r.tokens_per_second());
 }

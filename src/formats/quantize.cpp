@@ -21,7 +21,7 @@ int64_t scale_rows_of(const Format& f, int64_t rows) {
 int64_t scale_cols_of(const Format& f, int64_t cols) {
   switch (f.granularity) {
     case Granularity::none: return 0;
-    case Granularity::group: return cols / f.group_size;
+    case Granularity::group: return (cols + f.group_size - 1) / f.group_size;  // the last group may be short
     default: return 1;
   }
 }
@@ -36,7 +36,7 @@ Block block_of(const Format& f, int64_t rows, int64_t cols, int64_t scale_row, i
     case Granularity::none: case Granularity::tensor: return {0, rows, 0, cols};
     case Granularity::channel: case Granularity::token: return {scale_row, scale_row + 1, 0, cols};
     case Granularity::group:
-      return {scale_row, scale_row + 1, scale_col * f.group_size, (scale_col + 1) * f.group_size};
+      return {scale_row, scale_row + 1, scale_col * f.group_size, std::min((scale_col + 1) * f.group_size, cols)};
   }
   return {};
 }
@@ -120,9 +120,6 @@ QuantizedMatrix make_quantized_matrix(const Format& format, int64_t rows, int64_
   const ElementType& e = format.element;
   QF_CHECK(e.is_int() || e.bits() <= 8, "quantize ", name, ": ", e.str(), " is stored as is; use formats/convert.h");
   QF_CHECK(rows >= 0 && cols >= 0, "quantize ", name, ": negative shape [", rows, ", ", cols, "]");
-  if (format.granularity == Granularity::group)
-    QF_CHECK(cols % format.group_size == 0, "quantize ", name, ": ", cols, " columns are not a multiple of the group size ",
-             format.group_size);
   QuantizedMatrix q;
   q.format = format;
   q.rows = rows;

@@ -3,7 +3,10 @@
 //
 // Elements are integers (int<B>, symmetric or asymmetric) or narrow floats (fp8_e4m3, fp8_e5m2,
 // fpx), with one scale per tensor, per row (channel / token) or per group of G consecutive
-// elements of a row (G must divide cols). For one block of elements sharing a scale:
+// elements of a row. Group g of a row covers columns [g*G, min((g+1)*G, cols)): when G does not
+// divide cols the last group is shorter (the usual GPTQ convention; cols = 576, G = 128 gives
+// groups of 128, 128, 128, 128 and 64), and a row has ceil(cols / G) scales. For one block of
+// elements sharing a scale:
 //
 //   symmetric int<B>:   qmax = 2^(B-1) - 1,  s = absmax / qmax,
 //                       q = clamp(rint(x / s), -2^(B-1), qmax),               x' = q * s
@@ -86,8 +89,7 @@ struct BlockScale {
   uint8_t zero = 0;   // asymmetric ints: z
 };
 
-// An all-zero QuantizedMatrix of this shape: codes, scales and zeros allocated (and the group
-// size checked), tensor_scale = 1. Fill it with set_block_scale and quantize_element.
+// An all-zero QuantizedMatrix of this shape: codes, scales and zeros allocated, tensor_scale = 1. Fill it with set_block_scale and quantize_element.
 QuantizedMatrix make_quantized_matrix(const Format& format, int64_t rows, int64_t cols);
 // s before storage for a block whose elements span [lo, hi] (widened here to contain 0).
 float raw_block_scale(const Format& format, float lo, float hi);

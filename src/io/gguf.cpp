@@ -1,6 +1,8 @@
 #include "io/gguf.h"
 
 #include <algorithm>
+#include <bit>
+#include <cmath>
 #include <cstring>
 #include <limits>
 
@@ -426,6 +428,169 @@ Tensor File::to_f32(const TensorInfo& t) const {
       dequantize_row(t.type, t.data + size_t(row) * row_bytes, dst + row * row_len, row_len);
   });
   return out;
+}
+
+// ---- Writer (metadata only) ------------------------------------------------------------------
+
+namespace {
+
+// The reader's memcpy and the writer's append both assume a little-endian host, as GGUF is.
+static_assert(std::endian::native == std::endian::little, "qforge's GGUF code assumes a little-endian host");
+
+class Writer {
+ public:
+  template <typename T>
+  void put(T v) {
+    char b[sizeof(T)];
+    std::memcpy(b, &v, sizeof(T));
+    out.append(b, sizeof(T));
+  }
+  void put_string(const std::string& s) {
+    put<uint64_t>(s.size());
+    out += s;
+  }
+  std::string out;
+};
+
+// Whether v fits the integer type t (int_fits for a signed value, uint_fits for an unsigned one).
+bool int_fits(ValueType t, int64_t v) {
+  switch (t) {
+    case ValueType::UINT8: return v >= 0 && v <= 0xff;
+    case ValueType::UINT16: return v >= 0 && v <= 0xffff;
+    case ValueType::UINT32: return v >= 0 && v <= int64_t(0xffffffffu);
+    case ValueType::UINT64: return v >= 0;
+    case ValueType::INT8: return v >= -128 && v <= 127;
+    case ValueType::INT16: return v >= -32768 && v <= 32767;
+    case ValueType::INT32: return v >= std::numeric_limits<int32_t>::min() && v <= std::numeric_limits<int32_t>::max();
+    case ValueType::INT64: return true;
+    default: return false;
+  }
+}
+bool uint_fits(ValueType t, uint64_t v) {
+  return t == ValueType::UINT64 || (v <= uint64_t(std::numeric_limits<int64_t>::max()) && int_fits(t, int64_t(v)));
+}
+
+// Writes v (already range-checked) as integer type t.
+void put_int(Writer& w, ValueType t, uint64_t bits) {
+  switch (scalar_size(t)) {
+    case 1: w.put<uint8_t>(uint8_t(bits)); break;
+    case 2: w.put<uint16_t>(uint16_t(bits)); break;
+    case 4: w.put<uint32_t>(uint32_t(bits)); break;
+    default: w.put<uint64_t>(bits); break;
+  }
+}
+
+void put_float(Writer& w, ValueType t, double v, const std::string& key) {
+  if (t == ValueType::FLOAT64) return w.put<double>(v);
+  // A finite double beyond float's range would silently become infinity.
+  QF_CHECK(!std::isfinite(v) || std::abs(v) <= double(std::numeric_limits<float>::max()), "GGUF writer: metadata '",
+           key, "' holds ", v, ", outside FLOAT32's range");
+  w.put<float>(float(v));
+}
+
+[[noreturn]] void bad_storage(const std::string& key, const Value& v) {
+  fail("GGUF writer: metadata '", key, "' is declared ", type_str(v),
+       " but holds data of another kind (see gguf::Value for the storage of each type)");
+}
+
+void put_scalar(Writer& w, const std::string& key, const Value& v) {
+  const ValueType t = v.type;
+  if (is_unsigned(t)) {
+    const uint64_t* u = std::get_if<uint64_t>(&v.data);
+    if (!u) bad_storage(key, v);
+    QF_CHECK(uint_fits(t, *u), "GGUF writer: metadata '", key, "' = ", *u, " does not fit ", value_type_name(t));
+    return put_int(w, t, *u);
+  }
+  if (is_signed(t)) {
+    const int64_t* i = std::get_if<int64_t>(&v.data);
+    if (!i) bad_storage(key, v);
+    QF_CHECK(int_fits(t, *i), "GGUF writer: metadata '", key, "' = ", *i, " does not fit ", value_type_name(t));
+    return put_int(w, t, uint64_t(*i));
+  }
+  if (is_float(t)) {
+    const double* d = std::get_if<double>(&v.data);
+    if (!d) bad_storage(key, v);
+    return put_float(w, t, *d, key);
+  }
+  if (t == ValueType::BOOL) {
+    const bool* b = std::get_if<bool>(&v.data);
+    if (!b) bad_storage(key, v);
+    return w.put<uint8_t>(*b ? 1 : 0);
+  }
+  if (t == ValueType::STRING) {
+    const std::string* s = std::get_if<std::string>(&v.data);
+    if (!s) bad_storage(key, v);
+    return w.put_string(*s);
+  }
+  fail("GGUF writer: metadata '", key, "' has value type ", uint32_t(t), ", not a GGUF value type");
+}
+
+void put_array(Writer& w, const std::string& key, const Value& v) {
+  const ValueType et = v.array_type;
+  QF_CHECK(et != ValueType::ARRAY, "GGUF writer: metadata '", key, "' is an array of arrays, which GGUF readers do not support");
+  w.put<uint32_t>(uint32_t(et));
+  if (is_integer(et)) {
+    const auto* a = std::get_if<std::vector<int64_t>>(&v.data);
+    if (!a) bad_storage(key, v);
+    w.put<uint64_t>(a->size());
+    for (size_t i = 0; i < a->size(); ++i) {
+      QF_CHECK(int_fits(et, (*a)[i]), "GGUF writer: metadata '", key, "'[", i, "] = ", (*a)[i], " does not fit ",
+               value_type_name(et));
+      put_int(w, et, uint64_t((*a)[i]));
+    }
+  } else if (is_float(et)) {
+    const auto* a = std::get_if<std::vector<double>>(&v.data);
+    if (!a) bad_storage(key, v);
+    w.put<uint64_t>(a->size());
+    for (double x : *a) put_float(w, et, x, key);
+  } else if (et == ValueType::BOOL) {
+    const auto* a = std::get_if<std::vector<uint8_t>>(&v.data);
+    if (!a) bad_storage(key, v);
+    w.put<uint64_t>(a->size());
+    for (size_t i = 0; i < a->size(); ++i) {
+      QF_CHECK((*a)[i] <= 1, "GGUF writer: metadata '", key, "'[", i, "] is a bool stored as ", int((*a)[i]),
+               " (must be 0 or 1)");
+      w.put<uint8_t>((*a)[i]);
+    }
+  } else if (et == ValueType::STRING) {
+    const auto* a = std::get_if<std::vector<std::string>>(&v.data);
+    if (!a) bad_storage(key, v);
+    w.put<uint64_t>(a->size());
+    for (const std::string& s : *a) w.put_string(s);
+  } else {
+    fail("GGUF writer: metadata '", key, "' has array element type ", uint32_t(et), ", not a GGUF value type");
+  }
+}
+
+}  // namespace
+
+std::string serialize_metadata(const Metadata& md) {
+  const std::vector<std::string> keys = md.keys();  // sorted (std::map): the same bytes for the same metadata
+  uint64_t alignment = kDefaultAlignment;
+  if (const Value* a = md.find("general.alignment")) {
+    // What the reader requires of it, checked here so the file written is one it accepts.
+    const uint64_t* u = std::get_if<uint64_t>(&a->data);
+    QF_CHECK(a->type == ValueType::UINT32 && u && is_power_of_two(*u) && *u <= 0xffffffffu,
+             "GGUF writer: general.alignment must be a UINT32 power of two");
+    alignment = *u;
+  }
+  Writer w;
+  w.out.append("GGUF", 4);
+  w.put<uint32_t>(3);            // version
+  w.put<uint64_t>(0);            // tensor count
+  w.put<uint64_t>(keys.size());  // metadata count
+  for (const std::string& key : keys) {
+    const Value& v = *md.find(key);
+    w.put_string(key);
+    w.put<uint32_t>(uint32_t(v.type));
+    if (v.type == ValueType::ARRAY)
+      put_array(w, key, v);
+    else
+      put_scalar(w, key, v);
+  }
+  // No tensor infos; the data section (empty) starts at the next multiple of the alignment.
+  w.out.resize((w.out.size() + alignment - 1) / alignment * alignment, '\0');
+  return std::move(w.out);
 }
 
 }  // namespace qf::gguf

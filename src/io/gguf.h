@@ -1,4 +1,5 @@
-// GGUF v2/v3 reader (https://github.com/ggml-org/ggml/blob/master/docs/gguf.md).
+// GGUF v2/v3 reader (https://github.com/ggml-org/ggml/blob/master/docs/gguf.md), and a writer
+// of metadata-only GGUF v3 files (serialize_metadata, below).
 // Every offset, count and size read from the file is checked against the file's size before
 // it is used: a truncated or hostile file yields a qf::Error naming the file and the field,
 // never a read past the mapping (fuzzed by fuzz/fuzz_gguf.cpp).
@@ -32,6 +33,10 @@ const char* ggml_type_name(GGMLType t);
 const char* value_type_name(ValueType t);
 
 // One metadata value. Arrays hold scalars of one type or strings (nested arrays are rejected).
+// Storage by type (what the reader produces and serialize_metadata expects): UINT* as uint64_t,
+// INT* as int64_t, FLOAT* as double, BOOL as bool, STRING as std::string; ARRAY as
+// vector<int64_t> (any integer element type), vector<double> (float elements),
+// vector<uint8_t> (bool elements, 0 or 1) or vector<std::string>.
 struct Value {
   ValueType type = ValueType::UINT8;
   ValueType array_type = ValueType::UINT8;  // for ARRAY
@@ -117,5 +122,14 @@ class File {
   std::vector<TensorInfo> tensors_;
   std::map<std::string, size_t> index_;
 };
+
+// The bytes of a GGUF v3 file holding `md` and no tensors: header (tensor count 0), the
+// key/value pairs in key order, each value in its declared type, little-endian, then zero
+// padding to the alignment (general.alignment when `md` has it, else 32), which is where the
+// spec puts the (here empty) data section. Used to carry a GGUF model's tokenizer metadata in a
+// quantized checkpoint (docs/checkpoint.md); File::parse reads it back. Throws qf::Error naming
+// the key when a value does not fit its declared type (an integer out of range, storage of
+// another kind, an array of arrays, a bool array element other than 0/1).
+std::string serialize_metadata(const Metadata& md);
 
 }  // namespace qf::gguf

@@ -104,6 +104,58 @@ ModelConfig parse_hf_config(std::string_view text, const std::string& source) {
   return c;
 }
 
+nlohmann::json hf_config_json(const ModelConfig& c) {
+  nlohmann::json j;
+  // transformers' class names, so other tools recognise the architecture.
+  const char* arch_class = c.architecture == "qwen2" ? "Qwen2ForCausalLM"
+                           : c.architecture == "mistral" ? "MistralForCausalLM"
+                                                         : "LlamaForCausalLM";
+  j["architectures"] = {arch_class};
+  j["model_type"] = c.architecture;
+  j["_name_or_path"] = c.name;
+  j["hidden_size"] = c.hidden_size;
+  j["intermediate_size"] = c.intermediate_size;
+  j["num_hidden_layers"] = c.num_layers;
+  j["num_attention_heads"] = c.num_heads;
+  j["num_key_value_heads"] = c.num_kv_heads;
+  j["head_dim"] = c.head_dim;
+  j["vocab_size"] = c.vocab_size;
+  j["max_position_embeddings"] = c.max_position_embeddings;
+  j["rms_norm_eps"] = c.rms_norm_eps;
+  j["rope_theta"] = c.rope_theta;
+  j["tie_word_embeddings"] = c.tie_word_embeddings;
+  j["hidden_act"] = "silu";
+  // Qwen2 has q/k/v biases by definition and no attention_bias key; Llama's key would also
+  // bias o_proj, which qforge never has.
+  if (c.architecture != "qwen2") j["attention_bias"] = false;
+  j["mlp_bias"] = false;
+  if (c.architecture == "mistral") j["sliding_window"] = c.sliding_window > 0 ? nlohmann::json(c.sliding_window) : nlohmann::json(nullptr);
+  if (c.architecture == "qwen2") {
+    j["use_sliding_window"] = c.sliding_window > 0;
+    if (c.sliding_window > 0) j["sliding_window"] = c.sliding_window;
+  }
+  const RopeScaling& r = c.rope_scaling;
+  switch (r.type) {
+    case RopeScalingType::None: j["rope_scaling"] = nullptr; break;
+    case RopeScalingType::Linear: j["rope_scaling"] = {{"rope_type", "linear"}, {"factor", r.factor}}; break;
+    case RopeScalingType::Dynamic:
+      j["rope_scaling"] = {{"rope_type", "dynamic"}, {"factor", r.factor},
+                           {"original_max_position_embeddings", r.original_max_position_embeddings}};
+      break;
+    case RopeScalingType::Llama3:
+      j["rope_scaling"] = {{"rope_type", "llama3"}, {"factor", r.factor}, {"low_freq_factor", r.low_freq_factor},
+                           {"high_freq_factor", r.high_freq_factor},
+                           {"original_max_position_embeddings", r.original_max_position_embeddings}};
+      break;
+    case RopeScalingType::Yarn:
+      j["rope_scaling"] = {{"rope_type", "yarn"}, {"factor", r.factor}, {"beta_fast", r.beta_fast},
+                           {"beta_slow", r.beta_slow}, {"attention_factor", r.attention_factor},
+                           {"original_max_position_embeddings", r.original_max_position_embeddings}};
+      break;
+  }
+  return j;
+}
+
 std::string parse_hf_chat_template(std::string_view text, const std::string& source) {
   const nlohmann::json j = json_text::parse(text, source);
   QF_CHECK(j.is_object(), source, ": not a JSON object");

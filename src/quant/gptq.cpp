@@ -140,8 +140,8 @@ GptqResult gptq_quantize(const float* w, int64_t rows, int64_t cols, const Hessi
           // saturate then (the clipped part is error like any other and is fed back).
           for (int64_t r = 0; r < m; ++r)
             grid.set_block(r0 + r, i / group,
-                           search_block_scale(format, wp.data() + r * n + i, 1, group, n, nullptr, grid.tensor_scale(),
-                                              options.clip, /*saturate=*/true));
+                           search_block_scale(format, wp.data() + r * n + i, 1, std::min(group, n - i), n, nullptr,
+                                              grid.tensor_scale(), options.clip, /*saturate=*/true));
         }
         const float d = u[size_t(i * n + i)];
         const float* u_row = u.data() + i * n;

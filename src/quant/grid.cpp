@@ -1,5 +1,7 @@
 #include "quant/grid.h"
 
+#include <algorithm>
+
 #include "core/error.h"
 
 namespace qf {
@@ -18,7 +20,7 @@ WeightGrid::Extent WeightGrid::block_extent(int64_t scale_row, int64_t scale_col
     case Granularity::token: return {scale_row, scale_row + 1, 0, q_.cols};
     case Granularity::group: {
       const int64_t g = q_.format.group_size;
-      return {scale_row, scale_row + 1, scale_col * g, (scale_col + 1) * g};
+      return {scale_row, scale_row + 1, scale_col * g, std::min((scale_col + 1) * g, q_.cols)};  // last may be short
     }
   }
   QF_ASSERT(false);

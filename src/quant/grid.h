@@ -28,8 +28,9 @@ struct QuantizedWeight {
 
 class WeightGrid {
  public:
-  // Throws qf::Error (from make_quantized_matrix) for a format that cannot hold the matrix: a
-  // plain f32/f16/bf16 element, or cols not a multiple of the group size.
+  // Throws qf::Error (from make_quantized_matrix) for a format that cannot hold the matrix (a
+  // plain f32/f16/bf16 element). A group size that does not divide cols leaves a shorter last
+  // group (formats/quantize.h).
   WeightGrid(const Format& format, int64_t rows, int64_t cols);
 
   const Format& format() const { return q_.format; }

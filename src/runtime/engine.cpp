@@ -1,12 +1,18 @@
 #include "runtime/engine.h"
 
 #include <algorithm>
+#include <map>
 
 #include "core/error.h"
 #include "backends/cpu/activation_quantized_linear.h"
 #include "formats/format.h"
 #include "runtime/cpu_engine.h"
+#include "runtime/cuda_engine.h"
 #include "runtime/model.h"
+
+#ifdef QF_HAVE_CUDA
+#include <cuda_runtime.h>
+#endif
 
 namespace qf {
 
@@ -33,6 +39,27 @@ void Batch::clear() {
   want_logits.clear();
 }
 
+void check_batch(const Batch& batch, std::span<const int64_t> slot_lengths, int64_t slot_capacity, int64_t vocab_size) {
+  const int64_t n = batch.size();
+  QF_CHECK(int64_t(batch.positions.size()) == n && int64_t(batch.slots.size()) == n &&
+               int64_t(batch.want_logits.size()) == n,
+           "batch: tokens, positions, slots and want_logits must have one entry per token");
+  const int num_slots = int(slot_lengths.size());
+  std::vector<int64_t> next(slot_lengths.begin(), slot_lengths.end());
+  for (int64_t i = 0; i < n; ++i) {
+    const int32_t slot = batch.slots[i];
+    QF_CHECK(slot >= 0 && slot < num_slots, "batch token ", i, ": slot ", slot, " does not exist (the engine has ",
+             num_slots, ")");
+    QF_CHECK(batch.tokens[i] >= 0 && batch.tokens[i] < vocab_size, "batch token ", i, ": token id ", batch.tokens[i],
+             " outside the vocabulary [0, ", vocab_size, ")");
+    QF_CHECK(batch.positions[i] == next[slot], "batch token ", i, ": position ", batch.positions[i], " in slot ", slot,
+             ", expected ", next[slot], " (a slot's tokens must continue its cache in order)");
+    QF_CHECK(next[slot] < slot_capacity, "batch token ", i, ": slot ", slot, " is full (", slot_capacity,
+             " tokens); truncate or reset it, or create the engine with a larger capacity");
+    ++next[slot];
+  }
+}
+
 Device parse_device(const std::string& name) {
   if (name == "cpu") return Device::Cpu;
   if (name == "cuda") return Device::Cuda;
@@ -42,11 +69,38 @@ Device parse_device(const std::string& name) {
 void require_device(Device device) {
   if (device == Device::Cpu) return;
 #ifdef QF_HAVE_CUDA
-  fail("--device cuda: the CUDA engine is not implemented yet (issue 3); use --device cpu");
+  int n = 0;
+  const cudaError_t e = cudaGetDeviceCount(&n);
+  QF_CHECK(e == cudaSuccess && n > 0, "--device cuda: no usable CUDA device (",
+           e == cudaSuccess ? "none found" : cudaGetErrorString(e), "); use --device cpu");
+  cudaDeviceProp p{};
+  QF_CHECK(cudaGetDeviceProperties(&p, 0) == cudaSuccess, "--device cuda: cannot query CUDA device 0");
+  QF_CHECK(p.major == 9, "--device cuda: device 0 is ", p.name, " (sm_", p.major * 10 + p.minor,
+           "); qforge's kernels are built for sm_90a (Hopper: H100, H200). Use --device cpu");
 #else
   fail("--device cuda: this qforge was built without CUDA (configure with -DQF_CUDA=ON on a machine with the "
        "CUDA toolkit); use --device cpu");
 #endif
+}
+
+Device default_device() {
+#ifdef QF_HAVE_CUDA
+  try {
+    require_device(Device::Cuda);
+    return Device::Cuda;
+  } catch (const Error&) {
+    return Device::Cpu;
+  }
+#else
+  return Device::Cpu;
+#endif
+}
+
+bool rounds_activations_or_kv(const Model& model) {
+  if (!model.quantization) return false;
+  bool rounds = model.quantization->kv_cache.has_value();
+  for (const auto& [name, q] : model.quantization->linears) rounds = rounds || q.activations.has_value();
+  return rounds;
 }
 
 std::unique_ptr<Engine> create_engine(const Model& model, const EngineOptions& options) {
@@ -55,16 +109,43 @@ std::unique_ptr<Engine> create_engine(const Model& model, const EngineOptions& o
   if (capacity <= 0) capacity = std::min<int64_t>(c.max_position_embeddings, EngineOptions::kDefaultSlotCapacity);
   switch (options.device) {
     case Device::Cpu: {
-      auto engine = options.activation_format.empty()
-                        ? std::make_unique<CpuEngine>(model.checkpoint, options.num_slots, capacity)
-                        : std::make_unique<CpuEngine>(model.checkpoint, options.num_slots, capacity,
-                                                      activation_quantizing_factory(
-                                                          Format::parse(options.activation_format)));
+      // A quantized checkpoint's own activation and KV formats (per layer) apply unless the
+      // options name one explicitly, which then applies to every layer.
+      LinearFactory factory = make_dense_linear;
+      if (!options.activation_format.empty()) {
+        factory = activation_quantizing_factory(Format::parse(options.activation_format));
+      } else if (model.quantization) {
+        std::map<std::string, Format> per_layer;
+        for (const auto& [name, q] : model.quantization->linears)
+          if (q.activations) per_layer.emplace(name, *q.activations);
+        if (!per_layer.empty())
+          factory = [per_layer](const std::string& name, const Tensor& weight, const Tensor& bias) {
+            auto it = per_layer.find(name);
+            return it == per_layer.end() ? make_dense_linear(name, weight, bias)
+                                         : activation_quantizing_factory(it->second)(name, weight, bias);
+          };
+      }
+      auto engine = std::make_unique<CpuEngine>(model.checkpoint, options.num_slots, capacity, factory);
       if (!options.kv_cache_format.empty()) engine->set_kv_cache_format(Format::parse(options.kv_cache_format));
+      else if (model.quantization && model.quantization->kv_cache)
+        engine->set_kv_cache_format(*model.quantization->kv_cache);
       return engine;
     }
-    case Device::Cuda:
+    case Device::Cuda: {
       require_device(Device::Cuda);
+      QF_CHECK(options.activation_format.empty() && options.kv_cache_format.empty(),
+               "activation and KV-cache format simulations run on the CPU engine only (--device cpu)");
+      // The CUDA engine runs the dequantized weights in BF16; it cannot round activations or
+      // the KV cache as this checkpoint asks, and silently ignoring that would misreport it.
+      QF_CHECK(!rounds_activations_or_kv(model), "this quantized checkpoint rounds activations or the KV cache (a "
+                                                 "simulation of the CPU engine); run it with --device cpu");
+#ifdef QF_HAVE_CUDA
+      CudaEngineOptions o;
+      o.num_slots = options.num_slots;
+      o.slot_capacity = capacity;
+      return std::make_unique<CudaEngine>(model.checkpoint, o);
+#endif
+    }
   }
   fail("unknown device");
 }

@@ -63,6 +63,10 @@ class Engine {
   void reset(int slot) { truncate(slot, 0); }
 };
 
+// Checks a batch against the Engine rules above, given each slot's current length, the slot
+// capacity and the vocabulary size; throws a qf::Error naming the offending token.
+void check_batch(const Batch& batch, std::span<const int64_t> slot_lengths, int64_t slot_capacity, int64_t vocab_size);
+
 enum class Device { Cpu, Cuda };
 // "cpu" or "cuda"; throws qf::Error listing the accepted names.
 Device parse_device(const std::string& name);
@@ -70,6 +74,10 @@ Device parse_device(const std::string& name);
 // Throws a qf::Error saying why when the device cannot be used by this build/machine (called by
 // create_engine; commands call it first to fail before loading a model).
 void require_device(Device device);
+
+// cuda when this build has CUDA and a usable GPU (Hopper) is present, else cpu: what the commands
+// run on when --device is not given.
+Device default_device();
 
 struct EngineOptions {
   Device device = Device::Cpu;
@@ -89,5 +97,9 @@ struct EngineOptions {
 // The engine for options.device. CUDA: a clear error when qforge was built without CUDA or no
 // GPU is present.
 std::unique_ptr<Engine> create_engine(const Model& model, const EngineOptions& options);
+
+// Whether a quantized checkpoint asks for activations or the KV cache to be rounded (which only
+// the CPU engine simulates today).
+bool rounds_activations_or_kv(const Model& model);
 
 }  // namespace qf

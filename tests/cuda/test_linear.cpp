@@ -119,7 +119,7 @@ void check_bf16_kernels(int64_t n, int64_t k, const std::vector<int64_t>& batche
   for (size_t i = 0; i < x_host.size(); ++i) x_f32[i] = bf16_decode(x_host[i]);
   cpu::linear(x_f32.data(), kRefRows, k, w_host.data(), DType::BF16, n, nullptr, ref.data());
 
-  for (const char* name : {"gemv_bf16", "cublaslt_bf16"}) {
+  for (const char* name : {"gemv_bf16", "gemv_bf16_v2", "cublaslt_bf16"}) {
     LinearKernel* kernel = registry.find(name);
     ASSERT_NE(kernel, nullptr) << name;
     for (int64_t m : batches) {
@@ -164,10 +164,12 @@ TEST_P(LinearRealShapes, Fp8KernelsMatchTheCpuTwinOnDecodedInputs) {
   Stream stream;
   LinearRegistry registry;
   DeviceBuffer w(size_t(n * k), "W fp8"), x(size_t(kRefRows * k), "x fp8"), y(size_t(kRefRows * n) * 2, "y"),
-      scales(2 * sizeof(float), "scales");
+      scales(8 * sizeof(float), "scales");
   // Non-trivial scales, so that a scale applied twice, to the wrong operand or not at all shows.
   const float host_scales[2] = {0.75f, 0.0371f};  // x, W
-  copy_to_device(scales.data(), host_scales, sizeof host_scales, stream);
+  // x's scale at float 0, W's at float 4: cuBLASLt needs 16-byte aligned scale pointers.
+  const float scale_buffer[8] = {host_scales[0], 0, 0, 0, host_scales[1], 0, 0, 0};
+  copy_to_device(scales.data(), scale_buffer, sizeof scale_buffer, stream);
   fill_random(w.data(), RandomType::fp8_e4m3, size_t(n * k), RandomSpec::normal_with(0.f, 1.f), seed + 2, stream);
   fill_random(x.data(), RandomType::fp8_e4m3, size_t(kRefRows * k), RandomSpec::normal_with(0.2f, 2.f), seed + 3, stream);
 
@@ -199,7 +201,7 @@ TEST_P(LinearRealShapes, Fp8KernelsMatchTheCpuTwinOnDecodedInputs) {
       a.w = w.data();
       a.y = y.data();
       a.x_scale = scales.as<float>();
-      a.w_scale = scales.as<float>() + 1;
+      a.w_scale = scales.as<float>() + 4;
       a.stream = stream;
       kernel->run(a);
       QF_CUDA_CHECK(cudaStreamSynchronize(stream));
@@ -234,13 +236,16 @@ TEST(Gemv, IsDeterministic) {
   DeviceBuffer w(size_t(n * k) * 2, "W"), x(size_t(m * k) * 2, "x"), y(size_t(m * n) * 2, "y");
   fill_random(w.data(), RandomType::bf16, size_t(n * k), RandomSpec::normal_with(0.f, 0.05f), test_seed(), stream);
   fill_random(x.data(), RandomType::bf16, size_t(m * k), RandomSpec::normal_with(0.f, 1.f), test_seed() + 1, stream);
-  std::vector<uint16_t> first;
-  for (int run = 0; run < 3; ++run) {
-    fill_u16(y.data(), kPoison, size_t(m * n), stream);
-    gemv_bf16(x.as<__nv_bfloat16>(), w.as<__nv_bfloat16>(), y.as<__nv_bfloat16>(), m, n, k, stream);
-    std::vector<uint16_t> out = download_u16(y, size_t(m * n), stream);
-    if (run == 0) first = out;
-    else ASSERT_EQ(out, first) << "run " << run << " differs from run 0";
+  for (auto* gemv : {&gemv_bf16, &gemv_bf16_v2}) {
+    SCOPED_TRACE(gemv == &gemv_bf16 ? "gemv_bf16" : "gemv_bf16_v2");
+    std::vector<uint16_t> first;
+    for (int run = 0; run < 3; ++run) {
+      fill_u16(y.data(), kPoison, size_t(m * n), stream);
+      gemv(x.as<__nv_bfloat16>(), w.as<__nv_bfloat16>(), y.as<__nv_bfloat16>(), m, n, k, stream);
+      std::vector<uint16_t> out = download_u16(y, size_t(m * n), stream);
+      if (run == 0) first = out;
+      else ASSERT_EQ(out, first) << "run " << run << " differs from run 0";
+    }
   }
 }
 
@@ -257,14 +262,16 @@ TEST(Gemv, RejectsUnsupportedShapesAndMisalignedOperands) {
   EXPECT_THROW(gemv_bf16(aligned, aligned, out, 1, 16, 12, nullptr), Error);
   EXPECT_THROW(gemv_bf16(misaligned, aligned, out, 1, 16, 16, nullptr), Error);
   EXPECT_THROW(gemv_bf16(aligned, misaligned, out, 1, 16, 16, nullptr), Error);
+  EXPECT_THROW(gemv_bf16_v2(aligned, aligned, out, 17, 16, 16, nullptr), Error);
+  EXPECT_THROW(gemv_bf16_v2(misaligned, aligned, out, 1, 16, 16, nullptr), Error);
 }
 
 TEST(LinearRegistry, SelectsTheGemvForDecodeAndCublasOtherwise) {
   LinearRegistry registry;  // creates nothing on the GPU: runs without one
   const LinearKey bf16{bf16_format(), bf16_format(), Backend::cuda};
   const LinearKey fp8{fp8_tensor_format(), fp8_tensor_format(), Backend::cuda};
-  EXPECT_EQ(registry.select(bf16, {1, 4096, 4096}).name(), "gemv_bf16");
-  EXPECT_EQ(registry.select(bf16, {8, 4096, 4096}).name(), "gemv_bf16");
+  EXPECT_EQ(registry.select(bf16, {1, 4096, 4096}).name(), "gemv_bf16_v2");
+  EXPECT_EQ(registry.select(bf16, {8, 4096, 4096}).name(), "gemv_bf16_v2");
   EXPECT_EQ(registry.select(bf16, {9, 4096, 4096}).name(), "cublaslt_bf16");
   EXPECT_EQ(registry.select(bf16, {4096, 4096, 4096}).name(), "cublaslt_bf16");
   // K not a multiple of 8: the GEMV cannot run it, cuBLASLt can.

@@ -211,5 +211,49 @@ TEST(HfConfig, ChatTemplate) {
   EXPECT_ERROR(parse_hf_chat_template(R"({"chat_template": 3})", "t.json"), "t.json", "chat_template");
 }
 
+// hf_config_json is parse_hf_config's inverse (quantized checkpoints write their config.json
+// with it): every field survives the round trip, for each architecture and RoPE scaling kind.
+TEST(HfConfig, WriterRoundTrips) {
+  auto same = [](const ModelConfig& a, const ModelConfig& b) {
+    const RopeScaling &x = a.rope_scaling, &y = b.rope_scaling;
+    return a.architecture == b.architecture && a.name == b.name && a.vocab_size == b.vocab_size &&
+           a.hidden_size == b.hidden_size && a.intermediate_size == b.intermediate_size &&
+           a.num_layers == b.num_layers && a.num_heads == b.num_heads && a.num_kv_heads == b.num_kv_heads &&
+           a.head_dim == b.head_dim && a.max_position_embeddings == b.max_position_embeddings &&
+           a.rope_theta == b.rope_theta && a.rms_norm_eps == b.rms_norm_eps &&
+           a.tie_word_embeddings == b.tie_word_embeddings && a.attention_bias == b.attention_bias &&
+           a.sliding_window == b.sliding_window && x.type == y.type && x.factor == y.factor &&
+           x.low_freq_factor == y.low_freq_factor && x.high_freq_factor == y.high_freq_factor &&
+           x.original_max_position_embeddings == y.original_max_position_embeddings && x.beta_fast == y.beta_fast &&
+           x.beta_slow == y.beta_slow && x.attention_factor == y.attention_factor;
+  };
+  std::vector<nlohmann::json> configs;
+  configs.push_back(llama31());
+  for (const nlohmann::json& rs : {nlohmann::json(nullptr), nlohmann::json{{"rope_type", "linear"}, {"factor", 2.0}},
+                                   nlohmann::json{{"rope_type", "dynamic"}, {"factor", 3.0}},
+                                   nlohmann::json{{"rope_type", "yarn"}, {"factor", 4.0}, {"beta_fast", 16},
+                                                  {"original_max_position_embeddings", 32768}}}) {
+    nlohmann::json j = llama31();
+    j["rope_scaling"] = rs;
+    j["tie_word_embeddings"] = true;
+    j["head_dim"] = 64;
+    configs.push_back(j);
+  }
+  nlohmann::json mistral = llama31();
+  mistral["model_type"] = "mistral";
+  mistral["sliding_window"] = 4096;
+  configs.push_back(mistral);
+  nlohmann::json qwen = llama31();
+  qwen["model_type"] = "qwen2";
+  qwen["use_sliding_window"] = false;
+  qwen.erase("attention_bias");
+  configs.push_back(qwen);
+  for (const nlohmann::json& j : configs) {
+    const ModelConfig c = parse(j);
+    const ModelConfig back = parse_hf_config(hf_config_json(c).dump(), "written");
+    EXPECT_TRUE(same(c, back)) << j.dump();
+  }
+}
+
 }  // namespace
 }  // namespace qf

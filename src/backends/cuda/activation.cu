@@ -6,6 +6,7 @@
 #include "backends/cuda/activation.h"
 #include "backends/cuda/attention_ptx.h"
 #include "backends/cuda/cuda_check.h"
+#include "backends/cuda/pdl.h"
 
 namespace qf::cuda {
 namespace {
@@ -15,6 +16,7 @@ using bf16 = __nv_bfloat16;
 // out may alias gate or up (each vector is read before the same thread writes it): no __restrict__.
 __global__ void silu_mul_kernel(const bf16* gate, const bf16* up, int64_t in_row_stride, bf16* out,
                                 int64_t out_row_stride, int64_t row_vecs, int64_t total_vecs) {
+  pdl_begin();
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < total_vecs;
        i += int64_t(gridDim.x) * blockDim.x) {
     const int64_t row = i / row_vecs;
@@ -48,9 +50,8 @@ void silu_mul(const bf16* gate, const bf16* up, int64_t in_row_stride, bf16* out
   // Enough CTAs for every SM to hold several (132 SMs x 8 resident CTAs of 256 threads), no more:
   // the loop covers the rest.
   const int64_t blocks = std::min<int64_t>((total + kThreads - 1) / kThreads, 132 * 8);
-  silu_mul_kernel<<<static_cast<unsigned>(blocks), kThreads, 0, stream>>>(gate, up, in_row_stride, out,
-                                                                           out_row_stride, row_vecs, total);
-  QF_CUDA_CHECK_LAUNCH();
+  launch_pdl(silu_mul_kernel, dim3(static_cast<unsigned>(blocks)), dim3(kThreads), 0, stream, gate, up, in_row_stride,
+             out, out_row_stride, row_vecs, total);
 }
 
 }  // namespace qf::cuda

@@ -29,6 +29,7 @@
 #include "backends/cuda/attention.h"
 #include "backends/cuda/attention_ptx.h"
 #include "backends/cuda/cuda_check.h"
+#include "backends/cuda/pdl.h"
 
 namespace qf::cuda {
 namespace {
@@ -74,6 +75,7 @@ struct DecodeKernelArgs {
 template <int kHeadDim, int kHeads>
 __global__ void __launch_bounds__(DecodeTile<kHeadDim, kHeads>::kThreads)
     decode_attention_split_kernel(const DecodeKernelArgs a) {
+  pdl_begin();
   using T = DecodeTile<kHeadDim, kHeads>;
   constexpr int kChunk = T::kChunk, kStages = T::kStages, kL = T::kLanesPerKey;
   extern __shared__ __align__(16) unsigned char smem[];
@@ -279,6 +281,7 @@ __global__ void decode_attention_combine_kernel(const float* __restrict__ o_part
                                                 const float* __restrict__ lse_partial,
                                                 bf16* __restrict__ out, int64_t out_row_stride,
                                                 int num_heads, int num_splits, int head_dim) {
+  pdl_begin();
   const int head = blockIdx.x;
   const int seq = blockIdx.y;
   const int d = threadIdx.x;
@@ -315,8 +318,7 @@ void launch_split(const DecodeKernelArgs& ka, int num_seqs, cudaStream_t stream)
   }();
   (void)smem_configured;
   const dim3 grid(ka.num_splits, ka.num_kv_heads * ka.head_groups, num_seqs);
-  decode_attention_split_kernel<kHeadDim, kHeads><<<grid, T::kThreads, T::kSmemBytes, stream>>>(ka);
-  QF_CUDA_CHECK_LAUNCH();
+  launch_pdl(decode_attention_split_kernel<kHeadDim, kHeads>, grid, dim3(T::kThreads), T::kSmemBytes, stream, ka);
 }
 
 template <int kHeadDim>
@@ -393,10 +395,9 @@ void decode_attention(const DecodeAttentionArgs& args, cudaStream_t stream) {
   if (args.shape.head_dim == 64) launch_split_dim<64>(ka, args.num_seqs, heads, stream);
   else launch_split_dim<128>(ka, args.num_seqs, heads, stream);
   const dim3 grid(args.shape.num_heads, args.num_seqs);
-  decode_attention_combine_kernel<<<grid, args.shape.head_dim, 0, stream>>>(
-      o_partial, lse_partial, args.out, args.out_row_stride, args.shape.num_heads, args.num_splits,
-      args.shape.head_dim);
-  QF_CUDA_CHECK_LAUNCH();
+  launch_pdl(decode_attention_combine_kernel, grid, dim3(args.shape.head_dim), 0, stream,
+             static_cast<const float*>(o_partial), static_cast<const float*>(lse_partial), args.out,
+             args.out_row_stride, args.shape.num_heads, args.num_splits, args.shape.head_dim);
 }
 
 }  // namespace qf::cuda

@@ -28,8 +28,8 @@ struct CublasLt::Plan {
   cublasLtMatrixLayout_t b = nullptr;  // x:  column-major [K, M], ld K
   cublasLtMatrixLayout_t c = nullptr;  // y:  column-major [N, M], ld N (C and D)
   // The heuristic's candidates, best first. The first call tries them in order and keeps the
-  // first one cublasLtMatmul accepts: on the H100 (CUDA 13.0, 2026-11-23) the top FP8 candidate
-  // was refused at run time with CUBLAS_STATUS_NOT_SUPPORTED although the heuristic offered it.
+  // first one cublasLtMatmul accepts (the heuristic does not see everything cublasLtMatmul
+  // checks, e.g. the alignment of FP8 scale pointers).
   std::vector<cublasLtMatmulAlgo_t> candidates;
   size_t chosen = 0;
   bool validated = false;
@@ -75,7 +75,7 @@ CublasLt::Plan& CublasLt::plan_for(const PlanKey& key, const float* x_scale, con
 
   prepare();
   auto plan = std::make_unique<Plan>();
-  const bool fp8 = key.kind != Kind::bf16;
+  const bool fp8 = key.kind == Kind::fp8 || key.kind == Kind::fp8_fast_accum;
   const cudaDataType_t in_type = fp8 ? CUDA_R_8F_E4M3 : CUDA_R_16BF;
 
   QF_CUBLAS_CHECK(cublasLtMatmulDescCreate(&plan->op, CUBLAS_COMPUTE_32F, CUDA_R_32F));
@@ -92,7 +92,8 @@ CublasLt::Plan& CublasLt::plan_for(const PlanKey& key, const float* x_scale, con
   }
   QF_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&plan->a, in_type, key.k, key.n, key.k));
   QF_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&plan->b, in_type, key.k, key.m, key.k));
-  QF_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&plan->c, CUDA_R_16BF, key.n, key.m, key.n));
+  const cudaDataType_t out_type = key.kind == Kind::bf16_f32out ? CUDA_R_32F : CUDA_R_16BF;
+  QF_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&plan->c, out_type, key.n, key.m, key.n));
 
   cublasLtMatmulPreference_t pref = nullptr;
   QF_CUBLAS_CHECK(cublasLtMatmulPreferenceCreate(&pref));
@@ -158,6 +159,13 @@ void CublasLt::linear_bf16(const __nv_bfloat16* x, const __nv_bfloat16* w, __nv_
   run(plan_for(key, nullptr, nullptr), x, w, y, stream);
 }
 
+void CublasLt::linear_bf16_f32out(const __nv_bfloat16* x, const __nv_bfloat16* w, float* y, int64_t m, int64_t n,
+                                  int64_t k, cudaStream_t stream) {
+  QF_CHECK(m >= 1 && n >= 1 && k >= 1, "cuBLASLt BF16 linear (FP32 out): bad shape M=", m, " N=", n, " K=", k);
+  const PlanKey key{Kind::bf16_f32out, m, n, k, pointer_alignment(x), pointer_alignment(w), pointer_alignment(y)};
+  run(plan_for(key, nullptr, nullptr), x, w, y, stream);
+}
+
 void CublasLt::linear_fp8(const __nv_fp8_e4m3* x, const float* x_scale, const __nv_fp8_e4m3* w, const float* w_scale,
                           __nv_bfloat16* y, int64_t m, int64_t n, int64_t k, bool fast_accum, cudaStream_t stream) {
   QF_CHECK(fp8_supports(m, n, k), "cuBLASLt FP8 linear: unsupported shape M=", m, " N=", n, " K=", k,
@@ -167,6 +175,11 @@ void CublasLt::linear_fp8(const __nv_fp8_e4m3* x, const float* x_scale, const __
                     pointer_alignment(y)};
   QF_CHECK(key.align_x >= 16 && key.align_w >= 16 && key.align_y >= 16,
            "cuBLASLt FP8 linear: x, W and y must be 16-byte aligned");
+  // Measured on the H100 (CUDA 13.0, 2026-11-23): with a scale pointer 4 bytes past a 16-byte
+  // boundary cublasLtMatmul refuses every algorithm the heuristic offers (NOT_SUPPORTED), at
+  // every shape; 16-byte aligned, the first one runs.
+  QF_CHECK(pointer_alignment(x_scale) >= 16 && pointer_alignment(w_scale) >= 16,
+           "cuBLASLt FP8 linear: the scale pointers must be 16-byte aligned (cuBLASLt refuses others)");
   Plan& plan = plan_for(key, x_scale, w_scale);
   // Per call: the plan may have been made with other scale tensors.
   QF_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(plan.op, CUBLASLT_MATMUL_DESC_A_SCALE_POINTER, &w_scale, sizeof w_scale));

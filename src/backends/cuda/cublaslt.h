@@ -49,10 +49,15 @@ class CublasLt {
 
   // y = (x_scale · w_scale) · (x · W^T) with x, W in FP8 E4M3 and the scales FP32 values in
   // device memory (per tensor), y in BF16. Hopper requires K % 16 == 0 and 16-byte aligned
-  // pointers (fp8_supports). fast_accum: accumulate inside the tensor cores only (faster, fewer
+  // pointers (fp8_supports), the scale pointers included. fast_accum: accumulate inside the tensor cores only (faster, fewer
   // bits) instead of promoting partial sums to FP32 periodically (CUBLASLT_MATMUL_DESC_FAST_ACCUM).
   void linear_fp8(const __nv_fp8_e4m3* x, const float* x_scale, const __nv_fp8_e4m3* w, const float* w_scale,
                   __nv_bfloat16* y, int64_t m, int64_t n, int64_t k, bool fast_accum, cudaStream_t stream);
+
+  // y = x · W^T in BF16 with an FP32 output (FP32 accumulation): the LM head, whose logits
+  // would lose ~3 significant digits if rounded to BF16.
+  void linear_bf16_f32out(const __nv_bfloat16* x, const __nv_bfloat16* w, float* y, int64_t m, int64_t n, int64_t k,
+                          cudaStream_t stream);
 
   static bool fp8_supports(int64_t m, int64_t n, int64_t k);
 
@@ -64,7 +69,7 @@ class CublasLt {
   size_t plan_count() const { return plans_.size(); }
 
  private:
-  enum class Kind : uint8_t { bf16, fp8, fp8_fast_accum };
+  enum class Kind : uint8_t { bf16, fp8, fp8_fast_accum, bf16_f32out };
   struct PlanKey {
     Kind kind;
     int64_t m, n, k;

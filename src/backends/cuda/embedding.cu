@@ -1,5 +1,6 @@
 // Embedding gather kernel (embedding.h): one CTA per token, 16-byte copies of its row.
 #include "backends/cuda/cuda_check.h"
+#include "backends/cuda/pdl.h"
 #include "backends/cuda/embedding.h"
 
 namespace qf::cuda {
@@ -9,6 +10,7 @@ using bf16 = __nv_bfloat16;
 
 __global__ void embedding_kernel(const uint4* __restrict__ table, int64_t vocab, int64_t row_vecs,
                                  const int32_t* __restrict__ tokens, uint4* __restrict__ out) {
+  pdl_begin();
   const int64_t i = blockIdx.x;
   const int32_t token = tokens[i];
   const bool ok = token >= 0 && token < vocab;
@@ -33,9 +35,8 @@ void embedding(const bf16* table, int64_t vocab, int64_t dim, const int32_t* tok
            "embedding: table, tokens and out must be non-null, table and out 16-byte aligned");
   const int64_t row_vecs = dim / 8;
   const int threads = row_vecs >= 256 ? 256 : static_cast<int>((row_vecs + 31) / 32 * 32);
-  embedding_kernel<<<static_cast<unsigned>(num_tokens), threads, 0, stream>>>(
-      reinterpret_cast<const uint4*>(table), vocab, row_vecs, tokens, reinterpret_cast<uint4*>(out));
-  QF_CUDA_CHECK_LAUNCH();
+  launch_pdl(embedding_kernel, dim3(static_cast<unsigned>(num_tokens)), dim3(threads), 0, stream,
+             reinterpret_cast<const uint4*>(table), vocab, row_vecs, tokens, reinterpret_cast<uint4*>(out));
 }
 
 }  // namespace qf::cuda

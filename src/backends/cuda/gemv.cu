@@ -55,6 +55,10 @@
 #include "backends/cuda/gemv.h"
 
 #include "backends/cuda/cuda_check.h"
+#include "backends/cuda/pdl.h"
+
+#include <algorithm>
+#include <atomic>
 
 namespace qf::cuda {
 
@@ -120,6 +124,7 @@ template <int kMTiles>
 __global__ void __launch_bounds__(kThreads, kMTiles == 1 ? 3 : 2)
 gemv_bf16_kernel(const __nv_bfloat16* __restrict__ x, const __nv_bfloat16* __restrict__ w,
                  __nv_bfloat16* __restrict__ y, int m_rows, int64_t n_rows, int k) {
+  pdl_trigger();  // pdl.h; the wait comes after the weight prefetch below
   const int warp = threadIdx.x / 32;
   const int lane = threadIdx.x % 32;
   const int g = lane / 4;  // MMA group: weight rows g and g+8, batch row g (+8 per tile)
@@ -140,6 +145,23 @@ gemv_bf16_kernel(const __nv_bfloat16* __restrict__ x, const __nv_bfloat16* __res
     x_ok[mt] = m < m_rows;
     x_row[mt] = reinterpret_cast<const uint4*>(x) + static_cast<int64_t>(m) * chunks_per_row;
   }
+
+  // Launched programmatically (pdl.h), this CTA may be resident while the previous kernel (a
+  // norm, an attention) still finishes: W is constant, so its first group is fetched into L2 now
+  // and the main loop starts on L2 hits instead of a cold HBM ramp. x and y wait for pdl_wait().
+  // (W must therefore not be written by the kernel just before; no kernel of the runtime does.)
+  {
+    const int n_chunks0 = static_cast<int>(chunks_per_row);
+#pragma unroll
+    for (int u = 0; u < kUnroll; ++u) {
+      const int chunk = (warp * kUnroll + u) * kChunksPerStep + t;
+      if (chunk < n_chunks0) {
+        if (lo_ok) asm volatile("prefetch.global.L2 [%0];" ::"l"(w_lo + chunk));
+        if (hi_ok) asm volatile("prefetch.global.L2 [%0];" ::"l"(w_hi + chunk));
+      }
+    }
+  }
+  pdl_wait();
 
   float acc[kMTiles][4];
 #pragma unroll
@@ -193,6 +215,141 @@ gemv_bf16_kernel(const __nv_bfloat16* __restrict__ x, const __nv_bfloat16* __res
   }
 }
 
+// ---- gemv_bf16_v2: the same MMA tile and split-K, software-pipelined and persistent ---------
+// v1 issues a group's loads, waits for all of them, multiplies, and only then issues the next
+// group: each warp's bytes in flight drop to zero once per group (4 times per CTA at K = 4096),
+// and again at every CTA boundary (the reduction, the exit, the next CTA's start), where the
+// grid's waves also start in lockstep. v2 keeps the HBM queue full instead:
+//  - register double buffering: a warp issues the loads of its next group before it multiplies
+//    the current one, so each warp always has one group (4 KB) outstanding while it computes;
+//  - a persistent grid (as many CTAs as fit on the GPU, each taking row tiles blockIdx.x,
+//    + gridDim.x, ...), and the next group may belong to the CTA's next row tile: the first loads
+//    of tile i+1 are in flight during tile i's shared-memory reduction and store.
+// Bytes in flight per SM: 2 CTAs x 8 warps x 4-8 KB = 64-128 KB, 4-8x Little's ~16 KB.
+// Summation order is fixed (the same per-warp groups and shared-memory sum as v1): deterministic.
+template <int kMTiles>
+__global__ void __launch_bounds__(kThreads, 2)
+gemv_bf16_v2_kernel(const __nv_bfloat16* __restrict__ x, const __nv_bfloat16* __restrict__ w,
+                    __nv_bfloat16* __restrict__ y, int m_rows, int64_t n_rows, int k) {
+  pdl_trigger();
+  const int warp = threadIdx.x / 32;
+  const int lane = threadIdx.x % 32;
+  const int g = lane / 4;
+  const int t = lane % 4;
+  const int64_t chunks_per_row = k / 8;
+  const int n_chunks = static_cast<int>(chunks_per_row);
+  const int n_steps = (k + kKPerStep - 1) / kKPerStep;
+  const int n_groups = (n_steps + kUnroll - 1) / kUnroll;
+  const int64_t row_tiles = (n_rows + kRowsPerCta - 1) / kRowsPerCta;
+
+  struct Stage {
+    uint4 wl[kUnroll], wh[kUnroll];
+  };
+  // Weights of group `group` of row tile `tile` (all zeros, no access, if tile >= row_tiles).
+  auto load_stage = [&](int64_t tile, int group, Stage& st) {
+    const int64_t row = tile * kRowsPerCta + g;
+    const bool lo_ok = tile < row_tiles && row < n_rows;
+    const bool hi_ok = tile < row_tiles && row + 8 < n_rows;
+    const uint4* w_lo = reinterpret_cast<const uint4*>(w) + (lo_ok ? row : 0) * chunks_per_row;
+    const uint4* w_hi = reinterpret_cast<const uint4*>(w) + (hi_ok ? row + 8 : 0) * chunks_per_row;
+#pragma unroll
+    for (int u = 0; u < kUnroll; ++u) {
+      const int chunk = (group * kUnroll + u) * kChunksPerStep + t;
+      const bool in_k = chunk < n_chunks;
+      st.wl[u] = load_weights16(w_lo + chunk, in_k && lo_ok);
+      st.wh[u] = load_weights16(w_hi + chunk, in_k && hi_ok);
+    }
+  };
+
+  const uint4* x_row[kMTiles];
+  bool x_ok[kMTiles];
+#pragma unroll
+  for (int mt = 0; mt < kMTiles; ++mt) {
+    const int m = mt * 8 + g;
+    x_ok[mt] = m < m_rows;
+    x_row[mt] = reinterpret_cast<const uint4*>(x) + static_cast<int64_t>(x_ok[mt] ? m : 0) * chunks_per_row;
+  }
+
+  // W is constant: its first group loads before pdl_wait() (see v1); x and y wait.
+  Stage cur;
+  load_stage(blockIdx.x, warp, cur);
+  pdl_wait();
+
+  __shared__ float partial[kWarps][kMTiles * 8][kRowsPerCta];
+  for (int64_t tile = blockIdx.x; tile < row_tiles; tile += gridDim.x) {
+    float acc[kMTiles][4];
+#pragma unroll
+    for (int mt = 0; mt < kMTiles; ++mt)
+#pragma unroll
+      for (int j = 0; j < 4; ++j) acc[mt][j] = 0.f;
+
+    for (int group = warp; group < n_groups; group += kWarps) {
+      // The next group: this tile's, or the first of the next tile once this one is done.
+      Stage nxt;
+      if (group + kWarps < n_groups) load_stage(tile, group + kWarps, nxt);
+      else load_stage(tile + gridDim.x, warp, nxt);
+      uint4 xv[kUnroll][kMTiles];
+#pragma unroll
+      for (int u = 0; u < kUnroll; ++u) {
+        const int chunk = (group * kUnroll + u) * kChunksPerStep + t;
+        const bool in_k = chunk < n_chunks;
+#pragma unroll
+        for (int mt = 0; mt < kMTiles; ++mt) xv[u][mt] = load_activations16(x_row[mt] + chunk, in_k && x_ok[mt]);
+      }
+#pragma unroll
+      for (int u = 0; u < kUnroll; ++u) {
+#pragma unroll
+        for (int mt = 0; mt < kMTiles; ++mt) {
+          mma_bf16_m16n8k16(acc[mt], cur.wl[u].x, cur.wh[u].x, cur.wl[u].y, cur.wh[u].y, xv[u][mt].x, xv[u][mt].y);
+          mma_bf16_m16n8k16(acc[mt], cur.wl[u].z, cur.wh[u].z, cur.wl[u].w, cur.wh[u].w, xv[u][mt].z, xv[u][mt].w);
+        }
+      }
+      cur = nxt;
+    }
+    // (A warp with no group (K < 8 groups of 128 k) keeps `cur` all zeros: its loads are all
+    // past K, so predicated off.)
+
+    const int64_t row0 = tile * kRowsPerCta;
+    __syncthreads();  // the previous tile's sums are read
+#pragma unroll
+    for (int mt = 0; mt < kMTiles; ++mt) {
+      partial[warp][mt * 8 + 2 * t][g] = acc[mt][0];
+      partial[warp][mt * 8 + 2 * t + 1][g] = acc[mt][1];
+      partial[warp][mt * 8 + 2 * t][g + 8] = acc[mt][2];
+      partial[warp][mt * 8 + 2 * t + 1][g + 8] = acc[mt][3];
+    }
+    __syncthreads();
+    for (int i = threadIdx.x; i < kMTiles * 8 * kRowsPerCta; i += kThreads) {
+      const int m = i / kRowsPerCta;
+      const int r = i % kRowsPerCta;
+      float sum = 0.f;
+#pragma unroll
+      for (int wi = 0; wi < kWarps; ++wi) sum += partial[wi][m][r];
+      if (m < m_rows && row0 + r < n_rows) y[static_cast<int64_t>(m) * n_rows + row0 + r] = __float2bfloat16_rn(sum);
+    }
+  }
+}
+
+// CTAs that fit on the current device at once (SMs x resident CTAs per SM); cached per device.
+template <int kMTiles>
+int64_t gemv_v2_resident_ctas() {
+  // Atomic: engines on several host threads may launch at once (a racing first call computes the
+  // same value twice, harmlessly).
+  static std::atomic<int> cached[64] = {};
+  int dev = 0;
+  QF_CUDA_CHECK(cudaGetDevice(&dev));
+  std::atomic<int>& slot = cached[dev & 63];
+  int c = slot.load(std::memory_order_relaxed);
+  if (c == 0) {
+    int sms = 0, per_sm = 0;
+    QF_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev));
+    QF_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, gemv_bf16_v2_kernel<kMTiles>, kThreads, 0));
+    c = sms * (per_sm > 0 ? per_sm : 1);
+    slot.store(c, std::memory_order_relaxed);
+  }
+  return c;
+}
+
 bool aligned16(const void* p) { return (reinterpret_cast<uintptr_t>(p) & 15u) == 0; }
 
 }  // namespace
@@ -213,13 +370,31 @@ void gemv_bf16(const __nv_bfloat16* x, const __nv_bfloat16* w, __nv_bfloat16* y,
   QF_CHECK(y != nullptr, "gemv_bf16: null output");
   const int64_t blocks = (n + kRowsPerCta - 1) / kRowsPerCta;
   if (m <= 8) {
-    gemv_bf16_kernel<1><<<static_cast<unsigned>(blocks), kThreads, 0, stream>>>(x, w, y, static_cast<int>(m), n,
-                                                                                static_cast<int>(k));
+    launch_pdl(gemv_bf16_kernel<1>, dim3(static_cast<unsigned>(blocks)), dim3(kThreads), 0, stream, x, w, y,
+               static_cast<int>(m), n, static_cast<int>(k));
   } else {
-    gemv_bf16_kernel<2><<<static_cast<unsigned>(blocks), kThreads, 0, stream>>>(x, w, y, static_cast<int>(m), n,
-                                                                                static_cast<int>(k));
+    launch_pdl(gemv_bf16_kernel<2>, dim3(static_cast<unsigned>(blocks)), dim3(kThreads), 0, stream, x, w, y,
+               static_cast<int>(m), n, static_cast<int>(k));
   }
-  QF_CUDA_CHECK_LAUNCH();
+}
+
+void gemv_bf16_v2(const __nv_bfloat16* x, const __nv_bfloat16* w, __nv_bfloat16* y, int64_t m, int64_t n,
+                  int64_t k, cudaStream_t stream) {
+  QF_CHECK(gemv_bf16_supports(m, n, k), "gemv_bf16_v2: unsupported shape M=", m, " N=", n, " K=", k,
+           " (needs 1 <= M <= ", kGemvMaxM, " and K a positive multiple of 8)");
+  QF_CHECK(aligned16(x) && aligned16(w), "gemv_bf16_v2: x and W must be 16-byte aligned (x=",
+           static_cast<const void*>(x), ", W=", static_cast<const void*>(w), ")");
+  QF_CHECK(y != nullptr, "gemv_bf16_v2: null output");
+  const int64_t row_tiles = (n + kRowsPerCta - 1) / kRowsPerCta;
+  if (m <= 8) {
+    const auto blocks = static_cast<unsigned>(std::min(row_tiles, gemv_v2_resident_ctas<1>()));
+    launch_pdl(gemv_bf16_v2_kernel<1>, dim3(blocks), dim3(kThreads), 0, stream, x, w, y, static_cast<int>(m), n,
+               static_cast<int>(k));
+  } else {
+    const auto blocks = static_cast<unsigned>(std::min(row_tiles, gemv_v2_resident_ctas<2>()));
+    launch_pdl(gemv_bf16_v2_kernel<2>, dim3(blocks), dim3(kThreads), 0, stream, x, w, y, static_cast<int>(m), n,
+               static_cast<int>(k));
+  }
 }
 
 }  // namespace qf::cuda

@@ -28,4 +28,9 @@ bool gemv_bf16_supports(int64_t m, int64_t n, int64_t k);
 void gemv_bf16(const __nv_bfloat16* x, const __nv_bfloat16* w, __nv_bfloat16* y, int64_t m, int64_t n,
                int64_t k, cudaStream_t stream);
 
+// The same contract, software-pipelined on a persistent grid (gemv.cu, "gemv_bf16_v2"): a variant
+// registered beside gemv_bf16 so that one `qforge bench gemm` run compares them.
+void gemv_bf16_v2(const __nv_bfloat16* x, const __nv_bfloat16* w, __nv_bfloat16* y, int64_t m, int64_t n,
+                  int64_t k, cudaStream_t stream);
+
 }  // namespace qf::cuda

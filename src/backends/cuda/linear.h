@@ -56,8 +56,8 @@ struct LinearArgs {
   const void* x = nullptr;
   const void* w = nullptr;
   void* y = nullptr;
-  const float* x_scale = nullptr;  // per-tensor scale of x (device), for formats that have one
-  const float* w_scale = nullptr;  // per-tensor scale of W (device), for formats that have one
+  const float* x_scale = nullptr;  // per-tensor scale of x (device, 16-byte aligned), for formats that have one
+  const float* w_scale = nullptr;  // per-tensor scale of W (device, 16-byte aligned), for formats that have one
   cudaStream_t stream = nullptr;
 };
 

@@ -9,8 +9,10 @@
 
 #include "backends/cuda/cuda_check.h"
 #include "backends/cuda/device.h"
+#include "backends/cuda/fpx_gemm.h"
 #include "backends/cuda/linear.h"
 #include "backends/cuda/random.h"
+#include "backends/cuda/weight_prepack.h"
 #include "core/error.h"
 
 namespace qf::cuda {
@@ -29,13 +31,24 @@ constexpr LlamaDims kLlamaModels[] = {
 };
 
 // ---- formats the benchmark can make operands for ------------------------------------------
-// Plain BF16 and FP8 E4M3 with a per-tensor scale; a quantized format needs its own operand
-// generator (packed codes and scales) before its kernels can be benchmarked.
+// Plain BF16, FP8 E4M3 with a per-tensor scale, and the FPx weight blob (weight_prepack.h); any
+// other quantized format needs its own operand generator (packed codes and scales) before its
+// kernels can be benchmarked.
 struct OperandKind {
   RandomType type;
   double bytes_per_element;
   bool fp8;
+  // What fill_weights writes: `type` elements, or the FPx blob (packed tiles, then FP32 scales).
+  enum class Fill : uint8_t { elements, fpx_blob } fill = Fill::elements;
+  FpxType fpx{};  // fpx_blob: the element type
 };
+
+// Bytes of a [rows, cols] weight of `kind` as stored (the FPx blob adds its FP32 channel scales
+// and pads to whole tiles, so it is not a whole number of bytes per element).
+double weight_bytes_of(const OperandKind& kind, int64_t rows, int64_t cols) {
+  if (kind.fill == OperandKind::Fill::fpx_blob) return double(fpx_packed_layout(kind.fpx, rows, cols).total_bytes());
+  return static_cast<double>(rows) * cols * kind.bytes_per_element;
+}
 
 bool operand_kind(const Format& f, OperandKind* out) {
   if (f == bf16_format()) {
@@ -44,6 +57,11 @@ bool operand_kind(const Format& f, OperandKind* out) {
   }
   if (f == fp8_tensor_format()) {
     *out = {RandomType::fp8_e4m3, 1.0, true};
+    return true;
+  }
+  if (f.element.kind == ElementKind::fpx && f.granularity == Granularity::channel &&
+      fpx_gemm_has_kernel(f.element.fpx_type())) {  // fpx_gemm's blob: 5 or 6 bits + an FP32 scale per row
+    *out = {RandomType::bf16, f.element.bits() / 8.0, false, OperandKind::Fill::fpx_blob, f.element.fpx_type()};
     return true;
   }
   return false;
@@ -56,6 +74,22 @@ RandomSpec weight_spec(bool fp8) { return fp8 ? RandomSpec::normal_with(0.f, 1.f
 RandomSpec activation_spec() { return RandomSpec::normal_with(0.f, 1.f); }
 constexpr float kFp8WeightScale = 0.02f;
 constexpr float kFp8ActivationScale = 1.0f;
+
+// `rows` x `cols` weights of `kind` at dst. The FPx blob: its code bytes are the bytes of E4M3
+// values drawn over the whole E4M3 range, so every nibble and every high part occurs (not
+// uniformly: the timing does not depend on the values); channel scales in [1, 4) x 1e-3: FPx
+// values average a few units, so |W'| ~ 0.01, like the other formats' weights.
+void fill_weights(void* dst, const OperandKind& kind, int64_t rows, int64_t cols, RandomSpec spec, uint64_t seed,
+                  cudaStream_t stream) {
+  if (kind.fill == OperandKind::Fill::elements) {
+    fill_random(dst, kind.type, static_cast<size_t>(rows) * cols, spec, seed, stream);
+    return;
+  }
+  const FpxPackedLayout layout = fpx_packed_layout(kind.fpx, rows, cols);
+  fill_random(dst, RandomType::fp8_e4m3, layout.code_bytes(), RandomSpec::uniform_in(-448.f, 448.f), seed, stream);
+  fill_random(static_cast<uint8_t*>(dst) + layout.scale_offset(), RandomType::f32, layout.scale_count(),
+              RandomSpec::uniform_in(1e-3f, 4e-3f), seed + 1, stream);
+}
 
 constexpr uint16_t kBf16NaN = 0x7FC1;  // a quiet NaN no arithmetic produces by accident
 
@@ -135,13 +169,19 @@ struct OperandSets {
   int64_t activation_m = -1;
 };
 
+// Floats between the two FP8 scales in scales_: 16 bytes.
+constexpr int kFp8ScaleStride = 4;
+
 class GemmBench {
  public:
   explicit GemmBench(const GemmBenchOptions& o) : opt_(o), timer_(o, stream_.get()) {
     const DeviceInfo& info = device_info();
     rotate_bytes_ = 4.0 * static_cast<double>(info.l2_bytes);
-    scales_ = DeviceBuffer(2 * sizeof(float), "the FP8 scales");
-    const float scales[2] = {kFp8ActivationScale, kFp8WeightScale};
+    // Each scale 16-byte aligned (cuBLASLt refuses FP8 scale pointers that are not: CublasLt::linear_fp8).
+    scales_ = DeviceBuffer(2 * kFp8ScaleStride * sizeof(float), "the FP8 scales");
+    float scales[2 * kFp8ScaleStride] = {};
+    scales[0] = kFp8ActivationScale;
+    scales[kFp8ScaleStride] = kFp8WeightScale;
     copy_to_device(scales_.data(), scales, sizeof scales, stream_);
   }
 
@@ -198,12 +238,12 @@ class GemmBench {
     if (it != sets_.end()) return it->second;
     OperandSets o;
     QF_ASSERT(operand_kind(weight_format, &o.kind));
-    const double w_bytes = static_cast<double>(s.n) * s.k * o.kind.bytes_per_element;
+    const double w_bytes = weight_bytes_of(o.kind, s.n, s.k);
     const int n = sets_for(w_bytes, 64);
     for (int i = 0; i < n; ++i) {
       o.weights.emplace_back(static_cast<size_t>(w_bytes), str(s.model, " ", s.layer, " weights (", weight_format.str(), ")"));
-      fill_random(o.weights.back().data(), o.kind.type, static_cast<size_t>(s.n) * s.k, weight_spec(o.kind.fp8),
-                  opt_.seed * 1000 + 2 * i, stream_);
+      fill_weights(o.weights.back().data(), o.kind, s.n, s.k, weight_spec(o.kind.fp8), opt_.seed * 1000 + 2 * i,
+                   stream_);
     }
     return sets_.emplace(weight_format.str(), std::move(o)).first->second;
   }
@@ -273,7 +313,7 @@ class GemmBench {
         r.reps = t.reps;
         r.rotation_sets = sets;
         r.flops = 2.0 * m * s.n * s.k;
-        r.weight_bytes = static_cast<double>(s.n) * s.k * wk.bytes_per_element;
+        r.weight_bytes = weight_bytes_of(wk, s.n, s.k);
         r.all_bytes = r.weight_bytes + static_cast<double>(m) * s.k * xk.bytes_per_element + 2.0 * m * s.n;
         r.byte_floor_us = r.all_bytes / (ceilings_.copy_gb_s * 1e3);
         r.flop_floor_us = r.flops / ((xk.fp8 ? ceilings_.fp8_tflops : ceilings_.bf16_tflops) * 1e6);
@@ -301,7 +341,7 @@ class GemmBench {
       }
       xs = &it->second;
     }
-    const double set_bytes = static_cast<double>(s.n) * s.k * w.kind.bytes_per_element +
+    const double set_bytes = weight_bytes_of(w.kind, s.n, s.k) +
                              static_cast<double>(m) * s.k * xs->kind.bytes_per_element + 2.0 * m * s.n;
     const int sets = sets_for(set_bytes, static_cast<int>(w.weights.size()));
     ensure_activations(*xs, s, m, sets);
@@ -313,7 +353,7 @@ class GemmBench {
     for (int i = 0; i < sets; ++i) fill_u16(outputs_[i].data(), kBf16NaN, output_elems_, stream_);
 
     const float* x_scale = scales_.as<float>();
-    const float* w_scale = scales_.as<float>() + 1;
+    const float* w_scale = scales_.as<float>() + kFp8ScaleStride;
     auto launch = [&](int i) {
       LinearArgs a;
       a.shape = {m, s.n, s.k};
@@ -376,7 +416,7 @@ class GemmBench {
         a.w = w.data();
         a.y = y.data();
         a.x_scale = scales_.as<float>();
-        a.w_scale = scales_.as<float>() + 1;
+        a.w_scale = scales_.as<float>() + kFp8ScaleStride;
         a.stream = stream_;
         k->run(a);
       };

@@ -8,6 +8,7 @@
 
 #include "backends/cuda/attention_ptx.h"
 #include "backends/cuda/cuda_check.h"
+#include "backends/cuda/pdl.h"
 #include "backends/cuda/norm.h"
 
 namespace qf::cuda {
@@ -37,6 +38,7 @@ __device__ __forceinline__ float block_sum(float v) {
 template <typename Residual>
 __global__ void rmsnorm_kernel(const bf16* x, Residual* __restrict__ residual,
                                const float* __restrict__ weight, float eps, bf16* y, int dim) {
+  pdl_begin();
   const int64_t row = blockIdx.x;
   const int vecs = dim / 8;
   float v[kVecsPerThread][8];
@@ -103,9 +105,8 @@ void launch(const bf16* x, Residual* residual, int64_t rows, int64_t dim, const 
   const int vecs = static_cast<int>(dim / 8);
   const int per_thread = (vecs + kVecsPerThread - 1) / kVecsPerThread;
   const int threads = (per_thread + 31) / 32 * 32;
-  rmsnorm_kernel<Residual><<<static_cast<unsigned>(rows), threads, 0, stream>>>(x, residual, weight, eps, y,
-                                                                                static_cast<int>(dim));
-  QF_CUDA_CHECK_LAUNCH();
+  launch_pdl(rmsnorm_kernel<Residual>, dim3(static_cast<unsigned>(rows)), dim3(threads), 0, stream, x, residual,
+             weight, eps, y, static_cast<int>(dim));
 }
 
 }  // namespace

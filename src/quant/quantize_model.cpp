@@ -1,0 +1,146 @@
+#include "quant/quantize_model.h"
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <limits>
+#include <span>
+
+#include "backends/cpu/ops.h"
+#include "core/error.h"
+#include "formats/convert.h"
+#include "quant/calibration.h"
+#include "quant/gptq.h"
+#include "quant/rtn.h"
+
+namespace qf {
+namespace {
+
+struct LayerResult {
+  QuantizedWeight weight;
+  double relative_error = std::numeric_limits<double>::quiet_NaN();
+  bool from_hessian = false;
+};
+
+// Quantizes one weight w [rows, cols] by the layer's recipe; `h` is its input's full Hessian
+// (empty without calibration).
+LayerResult quantize_layer(const std::string& name, const float* w, int64_t rows, int64_t cols, const LinearRecipe& r,
+                           const HessianView& h) {
+  LayerResult out;
+  if (r.algorithm == WeightAlgorithm::gptq) {
+    QF_CHECK(!h.empty(), name, ": GPTQ needs calibration statistics");
+    out.weight = gptq_quantize(w, rows, cols, h, r.weights, r.gptq).weight;
+  } else {
+    RtnOptions o;
+    o.clip = r.rtn_clip;
+    std::vector<double> diag;
+    if (r.rtn_clip.enabled && r.rtn_clip_objective != ClipObjective::weight) {
+      QF_CHECK(!h.empty(), name, ": a Hessian-weighted clip search needs calibration statistics");
+      if (r.rtn_clip_objective == ClipObjective::full) {
+        o.hessian = h;
+      } else {
+        diag.resize(size_t(cols));
+        for (int64_t j = 0; j < cols; ++j) diag[size_t(j)] = h.data[j * cols + j];
+        o.hessian = {diag.data(), cols, true};
+      }
+    }
+    out.weight = rtn_quantize(w, rows, cols, r.weights, o);
+  }
+  // The error relative to the layer's output energy on the same inputs (or the weight's).
+  const std::vector<float> zeros(size_t(rows * cols), 0.0f);
+  const double err = layer_output_error(w, out.weight.dequantized.data(), rows, cols, h);
+  const double ref = layer_output_error(w, zeros.data(), rows, cols, h);
+  out.relative_error = ref > 0 ? err / ref : 0.0;
+  out.from_hessian = !h.empty();
+  return out;
+}
+
+Tensor keep_as(const Tensor& t, KeepType k) { return convert(t, k == KeepType::bf16 ? DType::BF16 : DType::F32); }
+
+}  // namespace
+
+QuantizedModel quantize_model(const Checkpoint& ck, const Recipe& recipe, const QuantizeModelOptions& options) {
+  const ModelConfig& c = ck.config;
+  c.validate(ck.path);
+  QuantizedModel m;
+  m.config = c;
+  m.quantization.recipe_name = recipe.name;
+  m.quantization.recipe = recipe.to_json();
+  m.quantization.kv_cache = recipe.kv_cache;
+  m.quantization.calibration = recipe.needs_calibration() ? options.calibration_info : nlohmann::json(nullptr);
+
+  // Everything that is not a block linear: norms in F32, embedding / LM head as the recipe keeps them.
+  std::vector<std::string> linear_names;
+  for (int64_t l = 0; l < c.num_layers; ++l)
+    for (LinearKind k : kAllLinearKinds) linear_names.push_back(names::layer(l, linear_kind_leaf(k)));
+  for (const auto& [name, shape] : required_tensor_shapes(c)) {
+    (void)shape;
+    if (std::find(linear_names.begin(), linear_names.end(), name) != linear_names.end()) continue;
+    const Tensor& t = ck.tensor(name);
+    if (name == names::embed()) m.dense[name] = keep_as(t, recipe.embed_tokens);
+    else if (name == names::lm_head()) m.dense[name] = keep_as(t, recipe.lm_head);
+    else m.dense[name] = convert(t, DType::F32);
+  }
+
+  double algorithm_seconds = 0;
+  auto timed_quantize = [&](const std::string& name, const float* w, int64_t rows, int64_t cols, const LinearRecipe& lr,
+                            const HessianView& h) {
+    const auto t0 = std::chrono::steady_clock::now();
+    LayerResult r = quantize_layer(name, w, rows, cols, lr, h);
+    algorithm_seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    return r;
+  };
+  auto record = [&](const std::string& name, LinearKind kind, LayerResult&& r) {
+    const LinearRecipe& lr = recipe.linear(kind);
+    LinearQuantization q;
+    q.weights = lr.weights;
+    q.activations = lr.activations;
+    q.algorithm = weight_algorithm_name(lr.algorithm);
+    q.relative_error = r.relative_error;
+    q.error_from_hessian = r.from_hessian;
+    m.quantization.linears[name] = q;
+    m.weights[name] = std::move(r.weight.q);
+  };
+
+  if (recipe.needs_calibration()) {
+    QF_CHECK(!options.windows.empty(), "quantize ", recipe.name, ": the recipe needs calibration windows");
+    CalibrationModel cm;
+    cm.checkpoint = &ck;
+    // The embedding the quantized model will run with, so block 0 is calibrated on it.
+    cm.embedding = m.dense.at(names::embed());
+    cm.rope_inv_freq = options.rope_inv_freq;
+    cm.rope_attention_factor = options.rope_attention_factor;
+    cm.kv_cache = recipe.kv_cache;
+    CalibrationOptions co;
+    co.on_stage_done = [&](int64_t layer, LinearInput input) {
+      if (input == LinearInput::mlp_act && options.on_block_done) options.on_block_done(layer + 1, c.num_layers);
+    };
+    calibrate_sequentially(
+        cm, options.windows,
+        [&](int64_t, LinearInput, const ActivationStats& stats, std::span<CalibratedLinear> linears) {
+          for (CalibratedLinear& lin : linears) {
+            const LinearRecipe& lr = recipe.linear(lin.kind);
+            // Every layer gets the full Hessian for its error report; RTN ignores it otherwise.
+            LayerResult r = timed_quantize(lin.name, lin.weight.data(), lin.rows, lin.cols, lr, stats.hessian_view());
+            lin.weight = r.weight.dequantized;
+            lin.activations = lr.activations;
+            record(lin.name, lin.kind, std::move(r));
+          }
+        },
+        co);
+  } else {
+    for (int64_t l = 0; l < c.num_layers; ++l) {
+      for (LinearKind k : kAllLinearKinds) {
+        const std::string name = names::layer(l, linear_kind_leaf(k));
+        const Tensor w = convert(ck.tensor(name), DType::F32);
+        QF_CHECK(w.ndim() == 2, ck.path, ": ", name, " is not a matrix");
+        record(name, k, timed_quantize(name, w.data<float>(), w.dim(0), w.dim(1), recipe.linear(k), HessianView{}));
+      }
+      if (options.on_block_done) options.on_block_done(l + 1, c.num_layers);
+    }
+  }
+  if (options.algorithm_seconds) *options.algorithm_seconds = algorithm_seconds;
+  return m;
+}
+
+}  // namespace qf

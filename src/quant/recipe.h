@@ -1,0 +1,103 @@
+// Recipe: how a model is quantized, as data (DESIGN.md: "recipes are data, not code paths").
+// A recipe is a JSON document; the built-in ones are the files in recipes/ (embedded into the
+// binary at build time), and any file of the same form can be passed with --recipe FILE.json:
+//
+//   {
+//     "name": "gptq-w4g128",
+//     "description": "free text",
+//     "transforms": [],                      // function-preserving transforms, in order
+//     "linear": {                            // every linear layer of every block ...
+//       "algorithm": "gptq",                 //   rtn | gptq
+//       "weights": "int4:g128",              //   a Format (formats/format.h)
+//       "activations": null,                 //   a Format the layer's input is rounded to, or null
+//       "gptq": {"percdamp": 0.01, "block_size": 128, "act_order": true, "static_groups": true},
+//       "rtn": {"clip": null}                //   or {"min_factor": 0.5, "steps": 50, "objective": "diagonal"}
+//     },
+//     "overrides": {"down_proj": {"weights": "int8:channel"}},   // ... except these kinds
+//     "kv_cache": null,                      // a Format for the KV cache, or null (unquantized)
+//     "keep": {"embed_tokens": "bf16", "lm_head": "bf16"}        // stored unquantized, in this type
+//   }
+//
+// Layer kinds are the Llama block's seven linears (q_proj ... down_proj); an override names a
+// kind and sets any of the "linear" fields. Omitted fields take the defaults shown in
+// LinearRecipe / GptqOptions / ClipSearch. Unknown keys are errors (a typo must not silently
+// fall back to a default). RMSNorm weights are always kept in F32 (a few KB).
+#pragma once
+
+#include <array>
+#include <cstdint>
+#include <nlohmann/json.hpp>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "formats/format.h"
+#include "quant/gptq.h"
+#include "quant/rtn.h"
+
+namespace qf {
+
+enum class LinearKind : uint8_t { q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj };
+inline constexpr int kLinearKinds = 7;
+inline constexpr std::array<LinearKind, kLinearKinds> kAllLinearKinds = {
+    LinearKind::q_proj, LinearKind::k_proj,  LinearKind::v_proj,   LinearKind::o_proj,
+    LinearKind::gate_proj, LinearKind::up_proj, LinearKind::down_proj};
+// "q_proj", ...; and the canonical leaf ("self_attn.q_proj.weight", "mlp.down_proj.weight").
+const char* linear_kind_name(LinearKind k);
+std::string linear_kind_leaf(LinearKind k);
+std::optional<LinearKind> parse_linear_kind(std::string_view name);
+
+enum class WeightAlgorithm : uint8_t { rtn, gptq };
+const char* weight_algorithm_name(WeightAlgorithm a);
+
+// The objective of RTN's clipping search (rtn.h RtnOptions::hessian): the weight MSE, the
+// diagonal of the calibration Hessian, or the full Hessian.
+enum class ClipObjective : uint8_t { weight, diagonal, full };
+
+struct LinearRecipe {
+  WeightAlgorithm algorithm = WeightAlgorithm::rtn;
+  Format weights;                     // must be a scaled or 8-bit-or-narrower format
+  std::optional<Format> activations;  // per-token (row) formats only: a kernel rounds each token alone
+  GptqOptions gptq;                   // algorithm gptq
+  ClipSearch rtn_clip;                // algorithm rtn (enabled = false: plain round to nearest)
+  ClipObjective rtn_clip_objective = ClipObjective::weight;
+
+  // Whether quantizing this layer needs calibration statistics (GPTQ, or a Hessian-weighted clip).
+  bool needs_hessian() const;
+};
+
+// What an unquantized tensor (embedding, LM head) is stored as.
+enum class KeepType : uint8_t { f32, bf16 };
+
+struct Recipe {
+  std::string name;
+  std::string description;
+  std::vector<std::string> transforms;
+  std::array<LinearRecipe, kLinearKinds> linears;  // indexed by LinearKind
+  std::optional<Format> kv_cache;
+  KeepType embed_tokens = KeepType::bf16;
+  KeepType lm_head = KeepType::bf16;
+
+  const LinearRecipe& linear(LinearKind k) const { return linears[size_t(k)]; }
+  bool needs_calibration() const;
+
+  // Parses a recipe document; `source` (a file name, "built-in recipe X") is named in errors.
+  static Recipe parse(std::string_view json_text, const std::string& source);
+  // The normalised document: every field explicit; "linear" holds q_proj's settings and
+  // "overrides" every kind whose settings differ, in full. parse(to_json().dump()) gives back
+  // an equal recipe; checkpoints record it so a run can be reproduced from the checkpoint.
+  nlohmann::json to_json() const;
+};
+
+bool operator==(const LinearRecipe& a, const LinearRecipe& b);
+bool operator==(const Recipe& a, const Recipe& b);
+
+// The recipes embedded from recipes/*.json, by name (the file name without .json).
+std::vector<std::string> builtin_recipe_names();
+// The embedded JSON text of a built-in recipe; throws listing the names when unknown.
+std::string_view builtin_recipe_text(const std::string& name);
+// A built-in name, or a path to a .json file.
+Recipe load_recipe(const std::string& name_or_path);
+
+}  // namespace qf

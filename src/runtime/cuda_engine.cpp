@@ -1,0 +1,683 @@
+#include "runtime/cuda_engine.h"
+
+#include "core/error.h"
+
+#ifdef QF_HAVE_CUDA
+
+#include <cuda_bf16.h>
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <map>
+
+#include "backends/cuda/activation.h"
+#include "backends/cuda/attention.h"
+#include "backends/cuda/cublaslt.h"
+#include "backends/cuda/cuda_check.h"
+#include "backends/cuda/device.h"
+#include "backends/cuda/embedding.h"
+#include "backends/cuda/gather.h"
+#include "backends/cuda/kv_cache.h"
+#include "backends/cuda/linear.h"
+#include "backends/cuda/norm.h"
+#include "backends/cuda/random.h"
+#include "backends/cuda/rope_kv.h"
+#include "formats/convert.h"
+#include "runtime/rope_frequencies.h"
+
+namespace qf {
+
+using bf16 = __nv_bfloat16;
+
+namespace {
+
+struct SyntheticSpec {
+  const char* name;
+  int64_t vocab, hidden, intermediate, layers, heads, kv_heads, head_dim, max_pos;
+  double theta;
+  bool tied;
+};
+// Hyper-parameters of the published checkpoints (config.json of each).
+constexpr SyntheticSpec kSynthetic[] = {
+    {"llama2-7b", 32000, 4096, 11008, 32, 32, 32, 128, 4096, 10000.0, false},
+    {"llama3-8b", 128256, 4096, 14336, 32, 32, 8, 128, 8192, 500000.0, false},
+    {"llama2-70b", 32000, 8192, 28672, 80, 64, 8, 128, 4096, 10000.0, false},
+    {"smollm2-135m", 49152, 576, 1536, 30, 9, 3, 64, 8192, 100000.0, true},
+};
+
+// A sub-range of the arena reserved per allocation for alignment (DeviceArena::kDefaultAlign).
+constexpr size_t kAlignSlack = cuda::DeviceArena::kDefaultAlign;
+
+}  // namespace
+
+std::vector<std::string> synthetic_model_names() {
+  std::vector<std::string> v;
+  for (const auto& s : kSynthetic) v.push_back(s.name);
+  return v;
+}
+
+ModelConfig synthetic_model_config(const std::string& name) {
+  for (const auto& s : kSynthetic) {
+    if (name != s.name) continue;
+    ModelConfig c;
+    c.architecture = "llama";
+    c.name = "synthetic " + name;
+    c.vocab_size = s.vocab;
+    c.hidden_size = s.hidden;
+    c.intermediate_size = s.intermediate;
+    c.num_layers = s.layers;
+    c.num_heads = s.heads;
+    c.num_kv_heads = s.kv_heads;
+    c.head_dim = s.head_dim;
+    c.max_position_embeddings = s.max_pos;
+    c.rope_theta = s.theta;
+    c.rms_norm_eps = 1e-5;
+    c.tie_word_embeddings = s.tied;
+    c.validate("synthetic model " + name);
+    return c;
+  }
+  std::string known;
+  for (const auto& s : kSynthetic) known += str(known.empty() ? "" : ", ", s.name);
+  fail("unknown synthetic model \"", name, "\" (known: ", known, ")");
+}
+
+struct CudaEngine::Impl {
+  ModelConfig c;
+  CudaEngineOptions o;
+  std::string device_name;
+  int64_t H = 0, F = 0, V = 0, q_dim = 0, kv_dim = 0, qkv_dim = 0;
+  int64_t tmax = 0;       // tokens per pass
+  int64_t head_rows = 0;  // LM-head rows per pass
+  int max_blocks = 0;     // KV blocks per slot
+  int sm_count = 0;
+  cuda::AttentionShape att;
+
+  cuda::Stream stream;
+  cuda::DeviceArena arena;
+  cuda::LinearRegistry linears;
+  cuda::CublasLt head_lt;
+  const cuda::LinearKey key{cuda::bf16_format(), cuda::bf16_format(), cuda::Backend::cuda};
+
+  struct Layer {
+    bf16 *qkv = nullptr, *o = nullptr, *gu = nullptr, *down = nullptr;
+    float *attn_norm = nullptr, *mlp_norm = nullptr;
+  };
+  std::vector<Layer> layers;
+  bf16* embed = nullptr;
+  bf16* head = nullptr;
+  float* final_norm = nullptr;
+  double* inv_freq = nullptr;
+  double attention_factor = 1.0;
+  std::vector<cuda::KvLayerView> kv;
+  std::unique_ptr<cuda::KvBlockManager> blocks;
+
+  // Scratch of one pass.
+  float* residual = nullptr;
+  bf16 *hidden = nullptr, *normed = nullptr, *qkv = nullptr, *attn = nullptr, *gu = nullptr, *act = nullptr,
+       *head_in = nullptr;
+  float* logits = nullptr;
+  void* decode_ws = nullptr;
+
+  // Per-pass metadata: one int32 buffer on the device at fixed offsets (a captured graph reads
+  // the same addresses on every replay), filled from one of two pinned host buffers (the next
+  // pass fills the other while the copy of this one may still be pending).
+  struct Meta {
+    size_t tok, pos, kvslot, rows, q_start, kv_past, seq_len, btab, total;
+  } off{};
+  int32_t* meta_dev = nullptr;
+  int32_t* meta_host[2] = {nullptr, nullptr};
+  cudaEvent_t meta_copied[2] = {nullptr, nullptr};
+  int meta_turn = 0;
+
+  size_t weight_bytes = 0, decode_read_bytes = 0;
+
+  // Pinned host buffers the logits are copied into (a pinned copy runs at PCIe speed; a pageable
+  // one is staged by the driver at a fraction of it: 16 MB of logits at batch 128 would cost
+  // milliseconds). The returned Tensor borrows one and keeps it alive; a buffer is reused once
+  // no Tensor holds it any more.
+  struct Pinned {
+    void* p = nullptr;
+    size_t bytes = 0;
+    ~Pinned() {
+      if (p) cudaFreeHost(p);
+    }
+  };
+  std::vector<std::shared_ptr<Pinned>> pinned;
+
+  // Profiling (bench model --breakdown): an event after every op, the time between two events
+  // charged to the op that ended at the second. Off by default; forces the eager path.
+  bool profile = false;
+  std::vector<cudaEvent_t> prof_pool;
+  std::vector<std::pair<const char*, size_t>> prof_marks;  // op name, event index
+  void mark(const char* name) {
+    if (!profile) return;
+    const size_t i = prof_marks.size();
+    if (i == prof_pool.size()) {
+      cudaEvent_t e;
+      QF_CUDA_CHECK(cudaEventCreate(&e));
+      prof_pool.push_back(e);
+    }
+    QF_CUDA_CHECK(cudaEventRecord(prof_pool[i], stream));
+    prof_marks.push_back({name, i});
+  }
+  static constexpr size_t kMaxPinnedLogitsBytes = size_t(256) << 20;  // larger: pageable
+  Tensor logits_tensor(int64_t rows);
+
+  // Decode graphs by batch size. A size is captured the second time it is seen (the first,
+  // eager, run makes every cuBLASLt plan and kernel attribute the capture must not create).
+  std::map<int, cudaGraphExec_t> graphs;
+  std::map<int, int> decode_seen;
+  int captured = 0, replays = 0;
+
+  Impl(const ModelConfig& config, const CudaEngineOptions& options);
+  ~Impl();
+  void allocate();
+  void upload_checkpoint(const Checkpoint& ck);
+  void fill_synthetic(uint64_t seed);
+
+  void linear(const bf16* x, const bf16* w, bf16* y, int64_t m, int64_t n, int64_t k) {
+    cuda::LinearArgs a;
+    a.shape = {m, n, k};
+    a.x = x;
+    a.w = w;
+    a.y = y;
+    a.stream = stream;
+    linears.run(key, a);
+  }
+  const int32_t* meta(size_t offset) const { return meta_dev + offset; }
+  int32_t* host_meta() { return meta_host[meta_turn]; }
+  void upload_meta(size_t ints);
+  void enqueue_body(int64_t T, int64_t R, int max_q_len, bool decode);
+  void enqueue_head(const bf16* rows, int64_t n);
+  void forward_decode(const Batch& b, const std::vector<int32_t>& table, float* out);
+  void forward_chunks(const Batch& b, const std::vector<int32_t>& table, float* out);
+};
+
+CudaEngine::Impl::Impl(const ModelConfig& config, const CudaEngineOptions& options) : c(config), o(options) {
+  c.validate(c.name.empty() ? "model" : c.name);
+  QF_CHECK(o.num_slots >= 1, "the CUDA engine needs at least one slot, got ", o.num_slots);
+  QF_CHECK(o.slot_capacity >= 1 && o.slot_capacity <= (int64_t(1) << 30), "slot capacity ", o.slot_capacity,
+           " outside [1, 2^30]");
+  QF_CHECK(o.max_chunk_tokens >= 1, "max_chunk_tokens must be positive, got ", o.max_chunk_tokens);
+  QF_CHECK(!c.attention_bias, "the CUDA engine does not support q/k/v biases (", c.architecture,
+           ") yet; use --device cpu");
+  QF_CHECK(c.rope_scaling.type != RopeScalingType::Dynamic,
+           "the CUDA engine does not support dynamic NTK RoPE scaling yet; use --device cpu");
+  QF_CHECK(c.head_dim == 64 || c.head_dim == 128, "the CUDA attention kernels support head dims 64 and 128, the model has ",
+           c.head_dim, "; use --device cpu");
+  QF_CHECK(c.hidden_size % 8 == 0 && c.intermediate_size % 8 == 0,
+           "the CUDA kernels need hidden and intermediate sizes that are multiples of 8 (", c.hidden_size, ", ",
+           c.intermediate_size, ")");
+  H = c.hidden_size;
+  F = c.intermediate_size;
+  V = c.vocab_size;
+  q_dim = c.num_heads * c.head_dim;
+  kv_dim = c.num_kv_heads * c.head_dim;
+  qkv_dim = q_dim + 2 * kv_dim;
+  tmax = std::max<int64_t>(o.max_chunk_tokens, o.num_slots);
+  head_rows = std::max<int64_t>(std::min<int64_t>(tmax, 512), o.num_slots);
+  max_blocks = int((o.slot_capacity + cuda::kKvBlockTokens - 1) / cuda::kKvBlockTokens);
+  att = {int(c.num_heads), int(c.num_kv_heads), int(c.head_dim), float(1.0 / std::sqrt(double(c.head_dim)))};
+  const cuda::DeviceInfo& info = cuda::device_info();
+  device_name = info.name;
+  sm_count = info.sm_count;
+  allocate();
+}
+
+CudaEngine::Impl::~Impl() {
+  for (auto& [n, g] : graphs) cudaGraphExecDestroy(g);
+  for (cudaEvent_t e : prof_pool) cudaEventDestroy(e);
+  for (int i = 0; i < 2; ++i) {
+    if (meta_copied[i]) cudaEventDestroy(meta_copied[i]);
+    if (meta_host[i]) cudaFreeHost(meta_host[i]);
+  }
+}
+
+void CudaEngine::Impl::allocate() {
+  // Everything is sized here, before any allocation, so that "does it fit" is asked once.
+  size_t allocations = 0;
+  auto bytes = [&](size_t n) {
+    ++allocations;
+    return n;
+  };
+  size_t w = 0;
+  w += bytes(size_t(V * H) * 2);                          // embedding
+  if (!c.tie_word_embeddings) w += bytes(size_t(V * H) * 2);  // LM head
+  w += bytes(size_t(H) * 4);                              // final norm
+  const size_t per_layer = size_t(qkv_dim * H + H * q_dim + 2 * F * H + H * F) * 2;
+  w += size_t(c.num_layers) * (per_layer + 2 * size_t(H) * 4);
+  allocations += size_t(c.num_layers) * 6;
+  weight_bytes = w;
+  decode_read_bytes = w - size_t(V * H) * 2 * (c.tie_word_embeddings ? 0 : 1);  // the gather reads a few rows
+  if (c.tie_word_embeddings) decode_read_bytes = w;  // the tied table is read whole by the LM head
+
+  const int64_t num_blocks = int64_t(o.num_slots) * max_blocks;
+  const size_t kv_bytes =
+      2 * size_t(c.num_layers) * size_t(cuda::kv_pool_elements(num_blocks, int(c.num_kv_heads), int(c.head_dim))) * 2;
+  allocations += 2 * size_t(c.num_layers);
+
+  // The decode workspace of the largest split count any batch size can ask for.
+  size_t ws = 0;
+  for (int b = 1; b <= o.num_slots; ++b) {
+    const int splits = cuda::decode_attention_num_splits(b, att, int(o.slot_capacity), sm_count);
+    ws = std::max(ws, cuda::decode_attention_workspace_bytes(b, att, splits));
+  }
+  off.tok = 0;
+  off.pos = off.tok + size_t(tmax);
+  off.kvslot = off.pos + size_t(tmax);
+  off.rows = off.kvslot + size_t(tmax);
+  off.q_start = off.rows + size_t(tmax);
+  off.kv_past = off.q_start + size_t(tmax) + 1;
+  off.seq_len = off.kv_past + size_t(tmax);
+  off.btab = off.seq_len + size_t(tmax);
+  off.total = off.btab + size_t(tmax) * size_t(max_blocks);
+  const size_t T = size_t(tmax);
+  size_t scratch = bytes(T * H * 4) + bytes(T * H * 2) * 2 + bytes(T * qkv_dim * 2) + bytes(T * q_dim * 2) +
+                   bytes(T * 2 * F * 2) + bytes(T * F * 2) + bytes(T * H * 2) +
+                   bytes(size_t(head_rows) * V * 4) + bytes(ws) + bytes(off.total * 4) +
+                   bytes(size_t(c.head_dim / 2) * 8);
+  const size_t arena_bytes = w + kv_bytes + scratch + (allocations + 8) * kAlignSlack;
+  // Outside the arena: two cuBLASLt workspaces (the registry's and the LM head's).
+  const size_t total = arena_bytes + 2 * cuda::CublasLt::kWorkspaceBytes;
+  const cuda::MemoryInfo mem = cuda::device_memory();
+  QF_CHECK(total <= mem.free_bytes, "the CUDA engine for ", c.name.empty() ? std::string("this model") : c.name,
+           " does not fit on ", device_name, ": it needs ", cuda::size_str(total), " (BF16 weights ",
+           cuda::size_str(w), ", KV cache ", cuda::size_str(kv_bytes), " for ", o.num_slots, " slots x ",
+           o.slot_capacity, " tokens, scratch ", cuda::size_str(scratch + 2 * cuda::CublasLt::kWorkspaceBytes),
+           " for passes of ", tmax, " tokens) but only ", cuda::size_str(mem.free_bytes), " of ",
+           cuda::size_str(mem.total_bytes), " are free",
+           w > mem.free_bytes ? " (the weights alone do not fit: a larger GPU or a quantized model is needed)"
+                              : "; use fewer slots or a shorter slot capacity");
+
+  arena = cuda::DeviceArena(arena_bytes, "CUDA engine");
+  embed = arena.alloc_n<bf16>(size_t(V * H), "the token embedding");
+  head = c.tie_word_embeddings ? embed : arena.alloc_n<bf16>(size_t(V * H), "the LM head");
+  final_norm = arena.alloc_n<float>(size_t(H), "the final norm");
+  layers.resize(size_t(c.num_layers));
+  for (Layer& L : layers) {
+    L.qkv = arena.alloc_n<bf16>(size_t(qkv_dim * H), "q/k/v weights");
+    L.o = arena.alloc_n<bf16>(size_t(H * q_dim), "o_proj weights");
+    L.gu = arena.alloc_n<bf16>(size_t(2 * F * H), "gate/up weights");
+    L.down = arena.alloc_n<bf16>(size_t(H * F), "down_proj weights");
+    L.attn_norm = arena.alloc_n<float>(size_t(H), "input_layernorm");
+    L.mlp_norm = arena.alloc_n<float>(size_t(H), "post_attention_layernorm");
+  }
+  const int64_t pool = cuda::kv_pool_elements(num_blocks, int(c.num_kv_heads), int(c.head_dim));
+  for (int64_t l = 0; l < c.num_layers; ++l) {
+    cuda::KvLayerView view;
+    view.k = arena.alloc_n<bf16>(size_t(pool), "the K cache");
+    view.v = arena.alloc_n<bf16>(size_t(pool), "the V cache");
+    view.num_blocks = num_blocks;
+    view.num_kv_heads = int(c.num_kv_heads);
+    view.head_dim = int(c.head_dim);
+    kv.push_back(view);
+  }
+  blocks = std::make_unique<cuda::KvBlockManager>(num_blocks, o.num_slots, int(o.slot_capacity));
+
+  residual = arena.alloc_n<float>(T * H, "the residual stream");
+  hidden = arena.alloc_n<bf16>(T * H, "the block outputs");
+  normed = arena.alloc_n<bf16>(T * H, "the normalised activations");
+  qkv = arena.alloc_n<bf16>(T * qkv_dim, "q/k/v activations");
+  attn = arena.alloc_n<bf16>(T * q_dim, "attention outputs");
+  gu = arena.alloc_n<bf16>(T * 2 * F, "gate/up activations");
+  act = arena.alloc_n<bf16>(T * F, "SwiGLU outputs");
+  head_in = arena.alloc_n<bf16>(T * H, "LM head inputs");  // every row of a pass may want logits
+  logits = arena.alloc_n<float>(size_t(head_rows) * V, "logits");
+  decode_ws = arena.alloc(std::max<size_t>(ws, 16), "the decode attention workspace");
+  meta_dev = arena.alloc_n<int32_t>(off.total, "batch metadata");
+  inv_freq = arena.alloc_n<double>(size_t(c.head_dim / 2), "RoPE frequencies");
+
+  for (int i = 0; i < 2; ++i) {
+    QF_CUDA_CHECK(cudaMallocHost(&meta_host[i], off.total * 4));
+    QF_CUDA_CHECK(cudaEventCreateWithFlags(&meta_copied[i], cudaEventDisableTiming));
+  }
+  const RopeFrequencies rope = rope_frequencies(c, c.max_position_embeddings);
+  attention_factor = rope.attention_factor;
+  cuda::copy_to_device(inv_freq, rope.inv_freq.data(), rope.inv_freq.size() * 8, stream);
+  linears.kernels();  // nothing to create yet; the first run makes the cuBLASLt handle
+}
+
+void CudaEngine::Impl::upload_checkpoint(const Checkpoint& ck) {
+  auto upload = [&](void* dst, const std::string& name, int64_t rows, int64_t cols, DType dtype) {
+    const Tensor& t = ck.tensor(name);
+    QF_CHECK(t.numel() == rows * cols, ck.path, ": ", name, " has shape ", shape_str(t.shape()), ", expected [",
+             rows, ", ", cols, "]");
+    const Tensor conv = t.dtype() == dtype ? t : convert(t, dtype);
+    cuda::copy_to_device(dst, conv.raw(), conv.nbytes(), stream);
+  };
+  upload(embed, names::embed(), V, H, DType::BF16);
+  if (!c.tie_word_embeddings) upload(head, names::lm_head(), V, H, DType::BF16);
+  upload(final_norm, names::final_norm(), 1, H, DType::F32);
+  for (int64_t i = 0; i < c.num_layers; ++i) {
+    auto N = [&](const std::string& leaf) { return names::layer(i, leaf); };
+    Layer& L = layers[size_t(i)];
+    upload(L.qkv, N("self_attn.q_proj.weight"), q_dim, H, DType::BF16);
+    upload(L.qkv + q_dim * H, N("self_attn.k_proj.weight"), kv_dim, H, DType::BF16);
+    upload(L.qkv + (q_dim + kv_dim) * H, N("self_attn.v_proj.weight"), kv_dim, H, DType::BF16);
+    upload(L.o, N("self_attn.o_proj.weight"), H, q_dim, DType::BF16);
+    upload(L.gu, N("mlp.gate_proj.weight"), F, H, DType::BF16);
+    upload(L.gu + F * H, N("mlp.up_proj.weight"), F, H, DType::BF16);
+    upload(L.down, N("mlp.down_proj.weight"), H, F, DType::BF16);
+    upload(L.attn_norm, N("input_layernorm.weight"), 1, H, DType::F32);
+    upload(L.mlp_norm, N("post_attention_layernorm.weight"), 1, H, DType::F32);
+  }
+}
+
+void CudaEngine::Impl::fill_synthetic(uint64_t seed) {
+  using cuda::RandomSpec;
+  using cuda::RandomType;
+  uint64_t s = seed * 1000003;
+  auto normal = [&](void* p, size_t n, double stddev) {
+    cuda::fill_random(p, RandomType::bf16, n, RandomSpec::normal_with(0.f, float(stddev)), ++s, stream);
+  };
+  // Norm weights near 1 (as trained models' are, roughly), never exactly 1.
+  auto norm = [&](float* p) { cuda::fill_random(p, RandomType::f32, size_t(H), RandomSpec::uniform_in(0.8f, 1.2f), ++s, stream); };
+  normal(embed, size_t(V * H), 1.0);
+  if (!c.tie_word_embeddings) normal(head, size_t(V * H), 1.0 / std::sqrt(double(H)));
+  norm(final_norm);
+  for (Layer& L : layers) {
+    // Weights ~ N(0, 1/in): each output of a linear layer keeps the unit scale of its inputs.
+    normal(L.qkv, size_t(qkv_dim * H), 1.0 / std::sqrt(double(H)));
+    normal(L.o, size_t(H * q_dim), 1.0 / std::sqrt(double(q_dim)));
+    normal(L.gu, size_t(2 * F * H), 1.0 / std::sqrt(double(H)));
+    normal(L.down, size_t(H * F), 1.0 / std::sqrt(double(F)));
+    norm(L.attn_norm);
+    norm(L.mlp_norm);
+  }
+  stream.synchronize();
+}
+
+Tensor CudaEngine::Impl::logits_tensor(int64_t rows) {
+  const size_t bytes = size_t(rows * V) * sizeof(float);
+  if (bytes == 0 || bytes > kMaxPinnedLogitsBytes) return Tensor::empty(DType::F32, {rows, V});
+  std::shared_ptr<Pinned> buf;
+  for (auto& b : pinned)
+    if (b.use_count() == 1 && b->bytes >= bytes) {
+      buf = b;
+      break;
+    }
+  if (!buf) {
+    buf = std::make_shared<Pinned>();
+    QF_CUDA_CHECK(cudaMallocHost(&buf->p, bytes));
+    buf->bytes = bytes;
+    if (pinned.size() >= 4) {  // keep a few; drop a free one that is too small
+      for (auto it = pinned.begin(); it != pinned.end(); ++it)
+        if (it->use_count() == 1) {
+          pinned.erase(it);
+          break;
+        }
+    }
+    pinned.push_back(buf);
+  }
+  return Tensor::borrow(DType::F32, {rows, V}, buf->p, buf);
+}
+
+void CudaEngine::Impl::upload_meta(size_t ints) {
+  QF_CHECK(ints <= off.total, "internal: batch metadata overflow");
+  QF_CUDA_CHECK(cudaMemcpyAsync(meta_dev, meta_host[meta_turn], ints * 4, cudaMemcpyHostToDevice, stream));
+  QF_CUDA_CHECK(cudaEventRecord(meta_copied[meta_turn], stream));
+  meta_turn ^= 1;
+  // The other host buffer may still be the source of a pending copy: wait for that copy only.
+  QF_CUDA_CHECK(cudaEventSynchronize(meta_copied[meta_turn]));
+}
+
+// The decoder blocks and the final norm over T tokens (R query runs) whose metadata is on the
+// device; leaves the final hidden states in `normed`.
+void CudaEngine::Impl::enqueue_body(int64_t T, int64_t R, int max_q_len, bool decode) {
+  const float eps = float(c.rms_norm_eps);
+  mark("start");
+  cuda::embedding(embed, V, H, meta(off.tok), T, hidden, stream);
+  // The residual starts at zero so that layer 0's add_rmsnorm adds the embedding in.
+  QF_CUDA_CHECK(cudaMemsetAsync(residual, 0, size_t(T * H) * 4, stream));
+  mark("embedding");
+  const int splits = decode ? cuda::decode_attention_num_splits(int(T), att, int(o.slot_capacity), sm_count) : 1;
+  for (size_t l = 0; l < layers.size(); ++l) {
+    const Layer& L = layers[l];
+    cuda::add_rmsnorm(residual, hidden, T, H, L.attn_norm, eps, normed, stream);
+    mark("add+rmsnorm");
+    linear(normed, L.qkv, qkv, T, qkv_dim, H);
+    mark("linear qkv");
+    // Queries rotated in place, keys rotated into the cache, values copied there.
+    cuda::rope_kv_append(qkv, qkv_dim, int(c.num_heads), int(c.num_kv_heads), int(c.head_dim), meta(off.pos),
+                         meta(off.kvslot), int(T), inv_freq, attention_factor, kv[l], stream);
+    mark("rope+kv append");
+    if (decode) {
+      cuda::DecodeAttentionArgs a;
+      a.shape = att;
+      a.q = qkv;
+      a.q_row_stride = qkv_dim;
+      a.out = attn;
+      a.out_row_stride = q_dim;
+      a.num_seqs = int(T);
+      a.seq_lens = meta(off.seq_len);
+      a.cache = kv[l];
+      a.block_table = meta(off.btab);
+      a.max_blocks_per_seq = max_blocks;
+      a.num_splits = splits;
+      a.workspace = decode_ws;
+      cuda::decode_attention(a, stream);
+      mark("attention (decode)");
+    } else {
+      cuda::PrefillAttentionArgs a;
+      a.shape = att;
+      a.q = qkv;
+      a.q_row_stride = qkv_dim;
+      a.out = attn;
+      a.out_row_stride = q_dim;
+      a.num_seqs = int(R);
+      a.q_start = meta(off.q_start);
+      a.kv_past = meta(off.kv_past);
+      a.max_q_len = max_q_len;
+      a.cache = kv[l];
+      a.block_table = meta(off.btab);
+      a.max_blocks_per_seq = max_blocks;
+      cuda::prefill_attention(a, stream);
+      mark("attention (prefill)");
+    }
+    linear(attn, L.o, hidden, T, H, q_dim);
+    mark("linear o");
+    cuda::add_rmsnorm(residual, hidden, T, H, L.mlp_norm, eps, normed, stream);
+    mark("add+rmsnorm");
+    linear(normed, L.gu, gu, T, 2 * F, H);
+    mark("linear gate_up");
+    cuda::silu_mul(gu, gu + F, 2 * F, act, F, T, F, stream);
+    mark("silu*mul");
+    linear(act, L.down, hidden, T, H, F);
+    mark("linear down");
+  }
+  cuda::add_rmsnorm(residual, hidden, T, H, final_norm, eps, normed, stream);
+  mark("add+rmsnorm");
+}
+
+void CudaEngine::Impl::enqueue_head(const bf16* rows, int64_t n) {
+  head_lt.linear_bf16_f32out(rows, head, logits, n, V, H, stream);
+  mark("lm head");
+}
+
+void CudaEngine::Impl::forward_decode(const Batch& b, const std::vector<int32_t>& table, float* out) {
+  const int64_t B = b.size();
+  int32_t* h = host_meta();
+  for (int64_t i = 0; i < B; ++i) {
+    const int32_t slot = b.slots[i], pos = b.positions[i];
+    h[off.tok + i] = b.tokens[i];
+    h[off.pos + i] = pos;
+    h[off.kvslot + i] = table[size_t(slot) * max_blocks + pos / cuda::kKvBlockTokens] * cuda::kKvBlockTokens +
+                        pos % cuda::kKvBlockTokens;
+    h[off.seq_len + i] = pos + 1;
+    std::memcpy(h + off.btab + i * max_blocks, table.data() + size_t(slot) * max_blocks, size_t(max_blocks) * 4);
+  }
+  upload_meta(off.btab + size_t(B) * max_blocks);
+
+  const int bs = int(B);
+  auto it = graphs.find(bs);
+  if (it != graphs.end() && !profile) {
+    QF_CUDA_CHECK(cudaGraphLaunch(it->second, stream));
+    ++replays;
+  } else if (o.use_graphs && !profile && decode_seen[bs]++ >= 1) {
+    cudaGraph_t g = nullptr;
+    QF_CUDA_CHECK(cudaStreamBeginCapture(stream, cudaStreamCaptureModeThreadLocal));
+    try {
+      enqueue_body(B, B, 1, true);
+      enqueue_head(normed, B);
+    } catch (...) {
+      cudaGraph_t broken = nullptr;
+      cudaStreamEndCapture(stream, &broken);
+      if (broken) cudaGraphDestroy(broken);
+      throw;
+    }
+    QF_CUDA_CHECK(cudaStreamEndCapture(stream, &g));
+    cudaGraphExec_t exec = nullptr;
+    const cudaError_t e = cudaGraphInstantiate(&exec, g, 0);
+    cudaGraphDestroy(g);
+    QF_CUDA_CHECK(e);
+    graphs[bs] = exec;
+    ++captured;
+    QF_CUDA_CHECK(cudaGraphLaunch(exec, stream));
+    ++replays;
+  } else {
+    enqueue_body(B, B, 1, true);
+    enqueue_head(normed, B);
+  }
+  cuda::copy_to_host(out, logits, size_t(B * V) * 4, stream);
+}
+
+void CudaEngine::Impl::forward_chunks(const Batch& b, const std::vector<int32_t>& table, float* out) {
+  const int64_t M = b.size();
+  int64_t out_row = 0;
+  for (int64_t t0 = 0; t0 < M; t0 += tmax) {
+    const int64_t t1 = std::min(M, t0 + tmax), T = t1 - t0;
+    int32_t* h = host_meta();
+    int64_t R = 0, L = 0;
+    int max_q = 0;
+    for (int64_t i = t0; i < t1; ++i) {
+      const int32_t slot = b.slots[i], pos = b.positions[i];
+      const int64_t j = i - t0;
+      h[off.tok + j] = b.tokens[i];
+      h[off.pos + j] = pos;
+      h[off.kvslot + j] = table[size_t(slot) * max_blocks + pos / cuda::kKvBlockTokens] * cuda::kKvBlockTokens +
+                          pos % cuda::kKvBlockTokens;
+      if (b.want_logits[i]) h[off.rows + L++] = int32_t(j);
+      if (i == t0 || b.slots[i - 1] != slot) {  // a new run of consecutive tokens of one slot
+        h[off.q_start + R] = int32_t(j);
+        h[off.kv_past + R] = pos;
+        std::memcpy(h + off.btab + R * max_blocks, table.data() + size_t(slot) * max_blocks, size_t(max_blocks) * 4);
+        if (R > 0) max_q = std::max(max_q, int(j - h[off.q_start + R - 1]));
+        ++R;
+      }
+    }
+    h[off.q_start + R] = int32_t(T);
+    max_q = std::max(max_q, int(T - h[off.q_start + R - 1]));
+    upload_meta(off.btab + size_t(R) * max_blocks);
+    enqueue_body(T, R, max_q, false);
+    if (L == 0) continue;
+    const bf16* rows = normed;
+    if (L != T) {
+      cuda::gather_rows(normed, H, meta(off.rows), L, head_in, stream);
+      mark("gather logit rows");
+      rows = head_in;
+    }
+    for (int64_t r0 = 0; r0 < L; r0 += head_rows) {
+      const int64_t n = std::min(head_rows, L - r0);
+      enqueue_head(rows + r0 * H, n);
+      cuda::copy_to_host(out + (out_row + r0) * V, logits, size_t(n * V) * 4, stream);
+    }
+    out_row += L;
+  }
+}
+
+CudaEngine::CudaEngine(const Checkpoint& checkpoint, const CudaEngineOptions& options) {
+  ModelConfig c = checkpoint.config;
+  if (c.name.empty()) c.name = checkpoint.path;
+  impl_ = std::make_unique<Impl>(c, options);
+  impl_->upload_checkpoint(checkpoint);
+  impl_->stream.synchronize();
+}
+
+CudaEngine::CudaEngine(const ModelConfig& config, const CudaEngineOptions& options, uint64_t seed) {
+  impl_ = std::make_unique<Impl>(config, options);
+  impl_->fill_synthetic(seed);
+}
+
+CudaEngine::~CudaEngine() = default;
+
+const ModelConfig& CudaEngine::config() const { return impl_->c; }
+std::string CudaEngine::describe() const { return str("cuda (", impl_->device_name, ", BF16)"); }
+int CudaEngine::num_slots() const { return impl_->o.num_slots; }
+int64_t CudaEngine::slot_capacity() const { return impl_->o.slot_capacity; }
+int64_t CudaEngine::slot_length(int slot) const {
+  QF_CHECK(slot >= 0 && slot < num_slots(), "slot ", slot, " does not exist (the engine has ", num_slots(), ")");
+  return impl_->blocks->length(slot);
+}
+void CudaEngine::truncate(int slot, int64_t length) {
+  QF_CHECK(slot >= 0 && slot < num_slots(), "slot ", slot, " does not exist (the engine has ", num_slots(), ")");
+  const int64_t len = impl_->blocks->length(slot);
+  QF_CHECK(length >= 0 && length <= len, "cannot truncate slot ", slot, " of ", len, " tokens to ", length);
+  impl_->blocks->truncate(slot, int(length));
+}
+size_t CudaEngine::weight_bytes() const { return impl_->weight_bytes; }
+size_t CudaEngine::decode_read_bytes() const { return impl_->decode_read_bytes; }
+size_t CudaEngine::arena_bytes() const { return impl_->arena.capacity(); }
+int CudaEngine::graphs_captured() const { return impl_->captured; }
+int CudaEngine::graph_replays() const { return impl_->replays; }
+void CudaEngine::set_use_graphs(bool on) { impl_->o.use_graphs = on; }
+
+void CudaEngine::set_profiling(bool on) {
+  impl_->profile = on;
+  impl_->prof_marks.clear();
+}
+
+std::vector<std::pair<std::string, double>> CudaEngine::profile_ms() {
+  Impl& I = *impl_;
+  std::vector<std::pair<std::string, double>> out;
+  if (I.prof_marks.empty()) return out;
+  I.stream.synchronize();
+  std::map<std::string, size_t> index;
+  for (size_t i = 1; i < I.prof_marks.size(); ++i) {
+    const auto& [name, ev] = I.prof_marks[i];
+    if (std::string(name) == "start") continue;  // the gap between two passes is not an op
+    float ms = 0;
+    QF_CUDA_CHECK(cudaEventElapsedTime(&ms, I.prof_pool[I.prof_marks[i - 1].second], I.prof_pool[ev]));
+    auto [it, fresh] = index.emplace(name, out.size());
+    if (fresh) out.push_back({name, 0.0});
+    out[it->second].second += ms;
+  }
+  I.prof_marks.clear();
+  return out;
+}
+
+Tensor CudaEngine::forward(const Batch& batch) {
+  Impl& I = *impl_;
+  std::vector<int64_t> lengths(static_cast<size_t>(num_slots()));
+  for (int s = 0; s < num_slots(); ++s) lengths[size_t(s)] = I.blocks->length(s);
+  check_batch(batch, lengths, slot_capacity(), I.V);
+  const int64_t M = batch.size();
+  if (M == 0) return Tensor::empty(DType::F32, {0, I.V});
+
+  // Room in the cache for every token of the batch; undone if the forward fails.
+  std::vector<int64_t> after = lengths;
+  for (int64_t i = 0; i < M; ++i) ++after[size_t(batch.slots[i])];
+  for (int s = 0; s < num_slots(); ++s)
+    if (after[size_t(s)] != lengths[size_t(s)]) I.blocks->grow(s, int(after[size_t(s)]));
+  Tensor logits;
+  try {
+    logits = I.logits_tensor(batch.num_logits());
+    float* out = const_cast<float*>(static_cast<const float*>(logits.raw()));  // ours until returned
+    const std::vector<int32_t> table = I.blocks->block_tables();
+    // A pure decode step: one token per slot, every logit wanted.
+    bool decode = M <= num_slots() && M <= I.head_rows && batch.num_logits() == M;
+    for (int s = 0; decode && s < num_slots(); ++s) decode = after[size_t(s)] - lengths[size_t(s)] <= 1;
+    if (decode) I.forward_decode(batch, table, out);
+    else I.forward_chunks(batch, table, out);
+  } catch (...) {
+    for (int s = 0; s < num_slots(); ++s)
+      if (I.blocks->length(s) != int(lengths[size_t(s)])) I.blocks->truncate(s, int(lengths[size_t(s)]));
+    throw;
+  }
+  return logits;
+}
+
+}  // namespace qf
+
+#endif  // QF_HAVE_CUDA

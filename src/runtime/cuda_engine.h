@@ -1,0 +1,85 @@
+// The CUDA engine: the Llama-family forward pass on one GPU in BF16, behind the Engine
+// interface (engine.h), built from the kernels of src/backends/cuda.
+//
+// Weights. Every tensor of the checkpoint is converted to BF16 on the host (a GGUF block format
+// is dequantized on load first, so a Q4_1 file runs here as its BF16 dequantization) and copied
+// into one device arena; q/k/v are fused into one [q+2kv, hidden] matrix and gate/up into one
+// [2 x intermediate, hidden] matrix, so a block runs four GEMMs. Norm weights stay FP32. The
+// residual stream is FP32 (add_rmsnorm's FP32 overload): only the matmul inputs/outputs, the
+// attention and the KV cache are BF16.
+//
+// Memory is sized once, up front: weights + paged KV cache (num_slots x slot_capacity tokens) +
+// the scratch of one prefill chunk + the logits of one head pass. When it does not fit, the
+// error says how much each part needs and how much the GPU has free.
+//
+// forward(Batch): tokens of any mix of slots and positions (the Engine rules). Long batches run
+// in chunks of at most max_chunk_tokens (the activations of a 128k-token prompt are never all
+// alive); each chunk appends its K/V to the cache before attention, so a later chunk sees the
+// earlier ones through the cache. Pure decode steps (one token per slot, every logit wanted)
+// are captured as a CUDA graph per batch size on their second occurrence and replayed after
+// that; positions, KV slot ids, block tables and sequence lengths live in a device buffer at
+// fixed addresses that is refreshed by one async copy before each replay. The only host sync
+// in forward is the final copy of the logits.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "io/checkpoint.h"
+#include "runtime/engine.h"
+
+namespace qf {
+
+struct CudaEngineOptions {
+  int num_slots = 1;
+  int64_t slot_capacity = 2048;    // tokens per slot (the KV cache holds num_slots x this)
+  int64_t max_chunk_tokens = 2048; // tokens per prefill pass
+  bool use_graphs = true;          // capture pure-decode steps as CUDA graphs
+};
+
+// The configs of the synthetic models `qforge bench model --synthetic NAME` runs: llama2-7b,
+// llama3-8b, llama2-70b, smollm2-135m (real shapes, random weights). Throws naming the known ones.
+ModelConfig synthetic_model_config(const std::string& name);
+std::vector<std::string> synthetic_model_names();
+
+class CudaEngine final : public Engine {
+ public:
+  // Uploads the checkpoint's weights as BF16. Throws qf::Error on an unsupported model
+  // (attention bias, dynamic NTK RoPE, head dim other than 64/128), no GPU, or too little memory.
+  CudaEngine(const Checkpoint& checkpoint, const CudaEngineOptions& options);
+  // Real-shape weights generated on the GPU (never zeros; linear weights ~ N(0, 1/in_features),
+  // so activations keep unit scale through the layers). `seed` fixes them.
+  CudaEngine(const ModelConfig& config, const CudaEngineOptions& options, uint64_t seed);
+  ~CudaEngine() override;
+
+  const ModelConfig& config() const override;
+  std::string describe() const override;
+  int num_slots() const override;
+  int64_t slot_capacity() const override;
+  int64_t slot_length(int slot) const override;
+  Tensor forward(const Batch& batch) override;
+  void truncate(int slot, int64_t length) override;
+
+  // For the benchmark and tests.
+  size_t weight_bytes() const;        // every weight the model holds on the GPU
+  size_t decode_read_bytes() const;   // the weights one decode step reads (all but the embedding)
+  size_t arena_bytes() const;         // the whole up-front allocation
+  int graphs_captured() const;        // decode graphs captured so far
+  int graph_replays() const;          // forward() calls served by a graph replay
+  void set_use_graphs(bool on);
+  // Profiling: while on, forward() runs eagerly with a CUDA event after every op;
+  // profile_ms() returns the GPU time per kind of op ("linear qkv", "attention (prefill)", ...)
+  // summed over the forwards since profiling was turned on (or since the last call), in order of
+  // first appearance. The events cost a little time themselves: for a breakdown, not a total.
+  void set_profiling(bool on);
+  std::vector<std::pair<std::string, double>> profile_ms();
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace qf

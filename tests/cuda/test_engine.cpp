@@ -1,0 +1,372 @@
+// The CUDA engine (runtime/cuda_engine.h) against the CPU reference engine, whole model:
+//   * a small synthetic model built in memory (no file needed): prefill, chunked prefill, mixed
+//     prefill/decode batches, interleaved slots, truncation, decode steps through the CUDA graph
+//     against the same steps run eagerly;
+//   * the default model (QF_MODEL or models/SmolLM2-135M-Instruct.Q4_1.gguf; skipped when
+//     absent): logits of a prompt and of decode steps, and perplexity within 0.1%.
+//
+// Why the bounds are what they are. The CPU engine is FP32 throughout (weights widened exactly,
+// FP32 activations and KV cache). The CUDA engine stores weights in BF16 (8 significant bits: a
+// weight that is not already BF16, like a dequantized Q4_1 value, moves by up to 2^-9 relative),
+// rounds every matmul input and output, q/k/v, the KV cache and attention's P to BF16 (each a
+// relative error of at most 2^-9 = 0.2%, ~0.1% rms), and keeps the residual stream and all
+// accumulations in FP32. Per block ~8 such roundings hit the path from input to output; they are
+// independent, so they add in quadrature: ~0.3% rms per block relative to the activations, and
+// the residual stream carries (but does not amplify by much, thanks to the norms) the sum over
+// blocks. For the 2-layer synthetic model that predicts ~0.5% rms on the logits; we allow 2%
+// (rel. Frobenius). For the 30-layer SmolLM2, sqrt(30) x 0.3% ~ 1.6%, plus weight rounding; we
+// allow 5% rel. Frobenius and require the argmax to agree wherever the CPU's top-2 margin
+// exceeds 1.0 (a smaller margin can legitimately flip at this error). Perplexity averages these
+// errors over hundreds of tokens, where they largely cancel: 0.1% relative (issue 3).
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdlib>
+#include <random>
+
+#include "core/error.h"
+#include "cuda/gpu_test.h"
+#include "cuda/kernel_test_util.h"
+#include "formats/convert.h"
+#include "runtime/cpu_engine.h"
+#include "runtime/cuda_engine.h"
+#include "runtime/model.h"
+#include "runtime/paths.h"
+#include "runtime/perplexity.h"
+#include "runtime/tiny_model.h"
+
+namespace qf {
+namespace {
+
+using testing::ErrorStats;
+
+// The runtime tests' in-memory random model (tests/runtime/tiny_model.h) at dims the CUDA kernels
+// take (head dim 64, multiples of 8), with BF16 weights so that both engines see the same values.
+Checkpoint tiny_checkpoint(uint64_t seed) {
+  test::TinyOptions o;
+  o.vocab = 1000;
+  o.hidden = 256;
+  o.ffn = 512;
+  o.layers = 2;
+  o.heads = 4;
+  o.kv_heads = 2;  // GQA: 2 query heads per KV head
+  o.max_pos = 1024;
+  o.bf16 = true;
+  o.seed = uint32_t(seed);
+  return test::tiny_checkpoint(o);
+}
+
+std::vector<float> as_vector(const Tensor& t) { return std::vector<float>(t.data<float>(), t.data<float>() + t.numel()); }
+
+ErrorStats compare_logits(const Tensor& got, const Tensor& ref) {
+  EXPECT_EQ(got.numel(), ref.numel());
+  return testing::compare(as_vector(got), as_vector(ref));
+}
+
+std::vector<int32_t> random_tokens(std::mt19937_64& rng, int n, int64_t vocab) {
+  std::uniform_int_distribution<int32_t> d(0, int32_t(vocab - 1));
+  std::vector<int32_t> v(static_cast<size_t>(n));
+  for (auto& x : v) x = d(rng);
+  return v;
+}
+
+// Runs the same batch on both engines and checks the logits within `bound` (rel. Frobenius).
+void expect_same(Engine& gpu, Engine& cpu, const Batch& b, double bound, const std::string& what) {
+  const Tensor g = gpu.forward(b), c = cpu.forward(b);
+  ASSERT_EQ(g.numel(), c.numel()) << what;
+  const ErrorStats e = compare_logits(g, c);
+  EXPECT_EQ(e.non_finite, 0) << what << ": " << testing::describe(e);
+  EXPECT_LT(e.rel_fro, bound) << what << ": " << testing::describe(e);
+  for (int s = 0; s < cpu.num_slots(); ++s) EXPECT_EQ(gpu.slot_length(s), cpu.slot_length(s)) << what;
+}
+
+constexpr double kTinyBound = 0.02;
+
+TEST(CudaEngine, TinyModelPrefillChunksMixedBatchesAndDecodeMatchCpu) {
+  QF_REQUIRE_GPU();
+  const uint64_t seed = testing::fresh_seed();
+  SCOPED_TRACE("seed " + std::to_string(seed));
+  const Checkpoint ck = tiny_checkpoint(seed);
+  CudaEngineOptions o;
+  o.num_slots = 3;
+  o.slot_capacity = 300;
+  o.max_chunk_tokens = 48;  // prompts below cross chunk boundaries, and chunks cross sequences
+  CudaEngine gpu(ck, o);
+  CpuEngine cpu(ck, 3, 300);
+  std::mt19937_64 rng(seed);
+  const int64_t V = ck.config.vocab_size;
+
+  // Prefill of two prompts of different lengths in one batch, every logit wanted.
+  Batch b;
+  b.add_sequence(0, 0, random_tokens(rng, 70, V), Batch::Logits::All);
+  b.add_sequence(1, 0, random_tokens(rng, 33, V), Batch::Logits::All);
+  expect_same(gpu, cpu, b, kTinyBound, "prefill 70 + 33 tokens, chunks of 48");
+
+  // Mixed: a decode token for slot 0, a continuation chunk for slot 1, a new prompt in slot 2,
+  // with the slots interleaved (a slot's tokens need only be in order, not contiguous).
+  b.clear();
+  const auto t1 = random_tokens(rng, 10, V), t2 = random_tokens(rng, 5, V);
+  b.add(random_tokens(rng, 1, V)[0], 70, 0, true);
+  for (int i = 0; i < 5; ++i) {
+    b.add(t1[size_t(i)], 33 + i, 1, i % 2 == 0);
+    b.add(t2[size_t(i)], i, 2, true);
+  }
+  b.add_sequence(1, 38, std::span<const int32_t>(t1).subspan(5), Batch::Logits::Last);
+  expect_same(gpu, cpu, b, kTinyBound, "mixed decode + continuation + new prompt, interleaved");
+
+  // Pure decode steps: one token per slot (graph captured on the second step of this size).
+  for (int step = 0; step < 6; ++step) {
+    b.clear();
+    const auto next = random_tokens(rng, 3, V);
+    for (int s = 0; s < 3; ++s) b.add(next[size_t(s)], int32_t(cpu.slot_length(s)), s, true);
+    expect_same(gpu, cpu, b, kTinyBound, "decode step " + std::to_string(step));
+  }
+  EXPECT_GE(gpu.graphs_captured(), 1);
+  EXPECT_GE(gpu.graph_replays(), 4);
+
+  // Decode of a subset of the slots (batch size 2: another graph), in reverse slot order.
+  for (int step = 0; step < 3; ++step) {
+    b.clear();
+    b.add(random_tokens(rng, 1, V)[0], int32_t(cpu.slot_length(2)), 2, true);
+    b.add(random_tokens(rng, 1, V)[0], int32_t(cpu.slot_length(0)), 0, true);
+    expect_same(gpu, cpu, b, kTinyBound, "decode of slots 2, 0, step " + std::to_string(step));
+  }
+
+  // Truncation: slot 1 forgets its last 20 tokens and continues from there.
+  gpu.truncate(1, 20);
+  cpu.truncate(1, 20);
+  b.clear();
+  b.add_sequence(1, 20, random_tokens(rng, 7, V), Batch::Logits::All);
+  expect_same(gpu, cpu, b, kTinyBound, "after truncate(1, 20)");
+  gpu.reset(0);
+  cpu.reset(0);
+  b.clear();
+  b.add_sequence(0, 0, random_tokens(rng, 5, V), Batch::Logits::All);
+  expect_same(gpu, cpu, b, kTinyBound, "after reset(0)");
+}
+
+// More wanted logits in one pass than the LM head's 512 rows per pass, not every row wanted (the
+// gather path), and a second sequence in the same pass.
+TEST(CudaEngine, ManyLogitRowsRunInHeadPasses) {
+  QF_REQUIRE_GPU();
+  const uint64_t seed = testing::fresh_seed();
+  SCOPED_TRACE("seed " + std::to_string(seed));
+  const Checkpoint ck = tiny_checkpoint(seed);
+  CudaEngineOptions o;
+  o.num_slots = 2;
+  o.slot_capacity = 700;
+  o.max_chunk_tokens = 1024;
+  CudaEngine gpu(ck, o);
+  CpuEngine cpu(ck, 2, 700);
+  std::mt19937_64 rng(seed);
+  Batch b;
+  b.add_sequence(0, 0, random_tokens(rng, 650, 1000), Batch::Logits::All);
+  b.add_sequence(1, 0, random_tokens(rng, 100, 1000), Batch::Logits::Last);
+  expect_same(gpu, cpu, b, kTinyBound, "651 of 750 logits in one pass");
+
+  // The per-op breakdown (bench model): a profiled decode step runs eagerly and names its ops.
+  gpu.set_profiling(true);
+  b.clear();
+  b.add(3, 650, 0, true);
+  b.add(4, 100, 1, true);
+  gpu.forward(b);
+  const auto ops = gpu.profile_ms();
+  gpu.set_profiling(false);
+  double total = 0;
+  bool has_qkv = false, has_attention = false;
+  for (const auto& [name, ms] : ops) {
+    EXPECT_GE(ms, 0.0) << name;
+    total += ms;
+    has_qkv = has_qkv || name == "linear qkv";
+    has_attention = has_attention || name == "attention (decode)";
+  }
+  EXPECT_TRUE(has_qkv && has_attention);
+  EXPECT_GT(total, 0.0);
+  EXPECT_EQ(gpu.graph_replays(), 0);
+}
+
+// The captured graph replays exactly the kernels of the eager path: logits are bit-identical.
+TEST(CudaEngine, DecodeGraphEqualsEagerForward) {
+  QF_REQUIRE_GPU();
+  const uint64_t seed = testing::fresh_seed();
+  SCOPED_TRACE("seed " + std::to_string(seed));
+  const Checkpoint ck = tiny_checkpoint(seed);
+  CudaEngineOptions o;
+  o.num_slots = 4;
+  o.slot_capacity = 128;
+  CudaEngine graph(ck, o);
+  o.use_graphs = false;
+  CudaEngine eager(ck, o);
+  std::mt19937_64 rng(seed);
+  Batch b;
+  for (int s = 0; s < 4; ++s) b.add_sequence(s, 0, random_tokens(rng, 10 + 7 * s, 1000), Batch::Logits::Last);
+  const Tensor g0 = graph.forward(b), e0 = eager.forward(b);
+  EXPECT_EQ(as_vector(g0), as_vector(e0));
+  for (int step = 0; step < 8; ++step) {
+    b.clear();
+    const auto next = random_tokens(rng, 4, 1000);
+    for (int s = 0; s < 4; ++s) b.add(next[size_t(s)], int32_t(eager.slot_length(s)), s, true);
+    const Tensor g = graph.forward(b), e = eager.forward(b);
+    ASSERT_EQ(as_vector(g), as_vector(e)) << "decode step " << step << " (graph replays " << graph.graph_replays()
+                                          << ")";
+  }
+  EXPECT_EQ(graph.graphs_captured(), 1);
+  EXPECT_EQ(graph.graph_replays(), 7);  // step 0 runs eagerly, step 1 captures and replays
+  EXPECT_EQ(eager.graphs_captured(), 0);
+}
+
+TEST(CudaEngine, RejectsBadBatchesAndLeavesSlotsUnchanged) {
+  QF_REQUIRE_GPU();
+  const Checkpoint ck = tiny_checkpoint(1);
+  CudaEngineOptions o;
+  o.num_slots = 2;
+  o.slot_capacity = 16;
+  CudaEngine gpu(ck, o);
+  Batch b;
+  b.add(5, 1, 0, true);  // position 1 in an empty slot
+  EXPECT_THROW(gpu.forward(b), Error);
+  b.clear();
+  b.add(1000, 0, 0, true);  // token outside the vocabulary
+  EXPECT_THROW(gpu.forward(b), Error);
+  b.clear();
+  b.add(1, 0, 2, true);  // no slot 2
+  EXPECT_THROW(gpu.forward(b), Error);
+  b.clear();
+  for (int i = 0; i < 17; ++i) b.add(1, i, 1, false);  // past the capacity
+  EXPECT_THROW(gpu.forward(b), Error);
+  EXPECT_EQ(gpu.slot_length(0), 0);
+  EXPECT_EQ(gpu.slot_length(1), 0);
+}
+
+TEST(CudaEngine, TooLargeModelSaysNeededAndFree) {
+  QF_REQUIRE_GPU();
+  CudaEngineOptions o;
+  o.num_slots = 64;
+  o.slot_capacity = 4096;  // 80 GB of KV cache on top of 138 GB of weights: fits no single GPU
+  try {
+    CudaEngine e(synthetic_model_config("llama2-70b"), o, 1);
+    FAIL() << "a 70B BF16 model with 64 x 4096 tokens of KV cache was accepted";
+  } catch (const Error& e) {
+    const std::string m = e.what();
+    EXPECT_NE(m.find("does not fit"), std::string::npos) << m;
+    EXPECT_NE(m.find("free"), std::string::npos) << m;
+    EXPECT_NE(m.find("KV cache"), std::string::npos) << m;
+  }
+}
+
+// ---- the default model -------------------------------------------------------------------------
+
+// A few paragraphs of plain English (public-domain style prose written for this test), enough
+// for several perplexity windows.
+const char* kText =
+    "The river rose slowly through the night, and by morning the lower fields were under water. "
+    "Farmers who had lived in the valley for generations said they had never seen it climb so fast. "
+    "Some of them moved their animals to the barns on the ridge, while others stayed to watch the "
+    "banks, hoping the old stone walls would hold. The town council met in the school hall at noon. "
+    "There was little they could do but organise boats, blankets and hot food, and send word to the "
+    "city that the bridge on the main road had been closed. In the afternoon the rain stopped, and "
+    "for a while the sun came out over the hills. Children gathered on the church steps to look at "
+    "the brown water spreading across the meadows where, only a week before, they had played "
+    "football. An old man told them about the flood of his own childhood, when the water had "
+    "reached the windows of the bakery and the baker had handed loaves to people in rowing boats. "
+    "By evening the level had begun to fall. The engineers who arrived from the city measured the "
+    "walls and declared them sound, though they warned that the next storm might not be so kind. "
+    "In the weeks that followed, the valley slowly dried out. The fields were ploughed again, the "
+    "bridge was repaired, and the council voted to raise the height of the embankment before the "
+    "next winter. Scientists at the university studied the records of rainfall going back two "
+    "hundred years and concluded that floods of this size, once rare, were becoming more common. "
+    "Their report recommended planting trees on the upper slopes, restoring the marshes that had "
+    "once absorbed the spring rains, and building small reservoirs in the side valleys. Not everyone "
+    "agreed. Some farmers feared losing good land to the new marshes, and others doubted that trees "
+    "would make any difference. The debate went on through the summer, in the newspapers, in the "
+    "market square and around kitchen tables, until a compromise was reached in the autumn.";
+
+std::unique_ptr<Model> load_default_model() {
+  try {
+    return std::make_unique<Model>(load_model(default_model_path()));
+  } catch (const Error& e) {
+    return nullptr;
+  }
+}
+
+#define QF_REQUIRE_MODEL(model)                                                                            \
+  auto model = load_default_model();                                                                       \
+  if (!model)                                                                                              \
+  GTEST_SKIP() << "model test skipped: the default model is absent (set QF_MODEL, or run scripts/setup.sh; " \
+                  "scripts/device.sh reassembles it from .model_part1/.model_part2)"
+
+TEST(CudaEngineModel, LogitsMatchCpuEngine) {
+  QF_REQUIRE_GPU();
+  QF_REQUIRE_MODEL(model);
+  const std::vector<int32_t> tokens = model->tokenizer.encode(kText, false, false);
+  ASSERT_GE(tokens.size(), 200u);
+  const std::vector<int32_t> prompt(tokens.begin(), tokens.begin() + 96);
+  CudaEngineOptions o;
+  o.num_slots = 1;
+  o.slot_capacity = 256;
+  CudaEngine gpu(model->checkpoint, o);
+  CpuEngine cpu(model->checkpoint, 1, 256);
+  const int64_t V = model->config().vocab_size;
+
+  Batch b;
+  b.add_sequence(0, 0, prompt, Batch::Logits::All);
+  std::vector<Tensor> got{gpu.forward(b)}, ref{cpu.forward(b)};
+  // Decode steps through the graph, teacher-forced on the text.
+  for (int i = 0; i < 8; ++i) {
+    b.clear();
+    b.add(tokens[size_t(96 + i)], 96 + i, 0, true);
+    got.push_back(gpu.forward(b));
+    ref.push_back(cpu.forward(b));
+  }
+  EXPECT_GE(gpu.graph_replays(), 1);
+  double diff2 = 0, ref2 = 0;
+  int64_t rows = 0, decisive = 0, agree = 0;
+  for (size_t t = 0; t < got.size(); ++t) {
+    const ErrorStats e = compare_logits(got[t], ref[t]);
+    EXPECT_EQ(e.non_finite, 0);
+    for (int64_t r = 0; r < ref[t].dim(0); ++r, ++rows) {
+      const float* g = got[t].data<float>() + r * V;
+      const float* c = ref[t].data<float>() + r * V;
+      for (int64_t j = 0; j < V; ++j) {
+        diff2 += double(g[j] - c[j]) * (g[j] - c[j]);
+        ref2 += double(c[j]) * c[j];
+      }
+      std::vector<float> sorted(c, c + V);
+      std::partial_sort(sorted.begin(), sorted.begin() + 2, sorted.end(), std::greater<float>());
+      if (sorted[0] - sorted[1] > 1.0f) {
+        ++decisive;
+        agree += std::max_element(g, g + V) - g == std::max_element(c, c + V) - c;
+      }
+    }
+  }
+  const double rel = std::sqrt(diff2 / ref2);
+  std::printf("[ model    ] CUDA vs CPU logits over %lld positions: rel. Frobenius %.4f; argmax agrees at %lld of %lld "
+              "positions with a top-2 margin > 1\n",
+              static_cast<long long>(rows), rel, static_cast<long long>(agree), static_cast<long long>(decisive));
+  EXPECT_LT(rel, 0.05);
+  EXPECT_EQ(agree, decisive);
+}
+
+TEST(CudaEngineModel, PerplexityMatchesCpuWithinPointOnePercent) {
+  QF_REQUIRE_GPU();
+  QF_REQUIRE_MODEL(model);
+  const std::vector<int32_t> tokens = model->tokenizer.encode(kText, false, false);
+  PerplexityOptions po;
+  po.ctx = 128;
+  po.max_windows = 3;
+  ASSERT_GE(int64_t(tokens.size()), po.ctx * po.max_windows);
+  CudaEngineOptions o;
+  o.slot_capacity = po.ctx;
+  CudaEngine gpu(model->checkpoint, o);
+  CpuEngine cpu(model->checkpoint, 1, po.ctx);
+  const PerplexityResult g = perplexity_of_tokens(gpu, tokens, -1, po);
+  const PerplexityResult c = perplexity_of_tokens(cpu, tokens, -1, po);
+  std::printf("[ model    ] perplexity over %lld tokens: CUDA %.5f, CPU %.5f (%+.4f%%)\n",
+              static_cast<long long>(c.tokens_scored), g.ppl, c.ppl, 100 * (g.ppl / c.ppl - 1));
+  EXPECT_EQ(g.tokens_scored, c.tokens_scored);
+  EXPECT_LT(std::fabs(g.ppl / c.ppl - 1), 1e-3);
+}
+
+}  // namespace
+}  // namespace qf
