@@ -4,12 +4,12 @@
 
 #include <filesystem>
 
-#include "quant/cli_util.h"
+#include "runtime/cli_util.h"
 
 namespace qf {
 namespace {
 
-using quant_test::run_qforge;
+using cli_test::run_qforge;
 
 TEST(QuantizeCli, HelpListsRecipesAndExamples) {
   const auto help = run_qforge("quantize --help");

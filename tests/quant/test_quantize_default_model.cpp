@@ -12,14 +12,14 @@
 #include "io/gguf.h"
 #include "io/io_test_util.h"
 #include "io/quantized_checkpoint.h"
-#include "quant/cli_util.h"
+#include "runtime/cli_util.h"
 #include "runtime/model.h"
 #include "tokenizer/chat_template.h"
 
 namespace qf {
 namespace {
 
-using quant_test::run_qforge;
+using cli_test::run_qforge;
 
 TEST(QuantizeDefaultModel, QuantizedCheckpointRunsInPplGenerateAndInfo) {
   const std::string model = std::string(QF_TEST_MODELS_DIR) + "/SmolLM2-135M-Instruct.Q4_1.gguf";

@@ -2,29 +2,14 @@
 // need no model (they are checked before the model is loaded).
 #include <gtest/gtest.h>
 
-#include <array>
-#include <cstdio>
 #include <string>
+
+#include "runtime/cli_util.h"
 
 namespace {
 
-struct Result {
-  int status;
-  std::string output;  // stdout and stderr
-};
-
-Result run(const std::string& args) {
-  const std::string cmd = std::string(QF_BINARY) + " " + args + " 2>&1";
-  FILE* p = popen(cmd.c_str(), "r");
-  EXPECT_NE(p, nullptr) << cmd;
-  Result r{-1, ""};
-  if (!p) return r;
-  std::array<char, 4096> buf;
-  size_t n;
-  while ((n = fread(buf.data(), 1, buf.size(), p)) > 0) r.output.append(buf.data(), n);
-  r.status = pclose(p);
-  return r;
-}
+using Result = qf::cli_test::CliResult;
+Result run(const std::string& args) { return qf::cli_test::run_qforge(args); }
 
 TEST(Cli, HelpOfEachCommandHasExamples) {
   for (const char* cmd : {"info", "ppl", "generate"}) {

@@ -1,4 +1,4 @@
-// Runs the qforge binary (QF_BINARY) and captures its output, for the quantize CLI tests.
+// Runs the qforge binary (QF_BINARY, set by the test target) and captures its output: the CLI tests.
 #pragma once
 
 #include <gtest/gtest.h>
@@ -7,7 +7,7 @@
 #include <cstdio>
 #include <string>
 
-namespace qf::quant_test {
+namespace qf::cli_test {
 
 struct CliResult {
   int status;
@@ -27,4 +27,4 @@ inline CliResult run_qforge(const std::string& args) {
   return r;
 }
 
-}  // namespace qf::quant_test
+}  // namespace qf::cli_test
