@@ -37,13 +37,27 @@ for t in $TEST_BINARIES; do cp "$BUILD/tests/$t" "$CARRY_BIN/"; done
 # strip keeps); stripping roughly halves the host part.
 strip --strip-unneeded "$CARRY_BIN"/*
 
+# The data the ppl and quantize steps read (../shared does not travel; device.sh points
+# QF_SHARED_DIR here), and the default model in two parts (one call carries at most 64 MiB).
+SHARED=${QF_SHARED_DIR:-$ROOT/../shared}
+if [ -d "$SHARED/data" ]; then
+  mkdir -p "$ROOT/.carry/data"
+  install -m 644 "$SHARED"/data/wikitext-2-raw-test.txt "$SHARED"/data/wikitext-2-valid-tokens.txt "$ROOT/.carry/data/"
+fi
+MODEL=$ROOT/models/SmolLM2-135M-Instruct.Q4_1.gguf
+if [ -f "$MODEL" ] && { [ ! -f "$ROOT/.model_part1" ] || [ "$MODEL" -nt "$ROOT/.model_part1" ]; }; then
+  split -n 2 -d "$MODEL" "$ROOT/.model_part"
+  mv "$ROOT/.model_part00" "$ROOT/.model_part1"
+  mv "$ROOT/.model_part01" "$ROOT/.model_part2"
+fi
+
 say "carried binaries:"
 ls -l "$CARRY_BIN" >&2
 say "dynamic libraries the GPU machine must provide:"
 ldd "$CARRY_BIN/qforge" | grep -v -E "linux-vdso|ld-linux" >&2 || true
-size_mib=$(( $(du -sb "$CARRY_BIN" | cut -f1) / 1048576 ))
+size_mib=$(( $(du -sb "$ROOT/.carry" | cut -f1) / 1048576 ))
 say "total ${size_mib} MiB (limit ${LIMIT_MIB} MiB of the 64 MiB the device tool carries)"
 if [ "$size_mib" -ge "$LIMIT_MIB" ]; then
-  say "error: .carry/bin is too large to carry with the working tree"
+  say "error: .carry is too large to carry with the working tree"
   exit 1
 fi

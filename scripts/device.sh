@@ -21,11 +21,10 @@
 # QF_BENCH_MODEL_ARGS adds arguments to each. QF_PEER_MODELS (default "llama2-7b"): the
 # synthetic shapes bench/peer_torch.py runs.
 #
-# The default model (98 MB) cannot travel in one call (64 MiB per call): split it with
-#   split -n 2 -d models/SmolLM2-135M-Instruct.Q4_1.gguf .model_part && mv .model_part00 .model_part1 \
-#     && mv .model_part01 .model_part2
-# and carry them one per call, before the main call (47 MiB each; ignored paths stay on a warm
-# machine between calls, and models/ too once joined):
+# The default model (98 MB) cannot travel in one call (64 MiB per call): scripts/build_device.sh
+# splits it into .model_part1 and .model_part2 (47 MiB each); carry them one per call, before
+# the main call (ignored paths stay on a warm machine between calls, and models/ too once joined;
+# the machine is given back after 30 s idle, so make the three calls back to back):
 #   run(command="ls -l .model_part1", carry=[".model_part1"])
 #   run(command="ls -l .model_part2", carry=[".model_part2"])
 #   run(command="scripts/device.sh", carry=[".carry"])
@@ -33,6 +32,9 @@
 # bench model; without them the model tests skip (and say so in the summary).
 set -uo pipefail  # no -e: a failing step is reported and the next one still runs
 cd "$(dirname "$0")/.."
+# WikiText-2 (ppl, quantize's calibration): ../shared is not carried; build_device.sh copies its
+# data/ into .carry/data.
+[ -z "${QF_SHARED_DIR:-}" ] && [ -d .carry/data ] && export QF_SHARED_DIR=$(pwd)/.carry
 OUT=${OUT:-$(pwd)/out}
 mkdir -p "$OUT"
 BIN=${QF_CARRY_BIN:-.carry/bin}
