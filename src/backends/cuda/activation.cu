@@ -30,8 +30,6 @@ __global__ void silu_mul_kernel(const bf16* gate, const bf16* up, int64_t in_row
   }
 }
 
-bool aligned16(const void* p) { return (reinterpret_cast<uintptr_t>(p) & 15u) == 0; }
-
 }  // namespace
 
 void silu_mul(const bf16* gate, const bf16* up, int64_t in_row_stride, bf16* out, int64_t out_row_stride,

@@ -331,8 +331,6 @@ void launch_split_dim(const DecodeKernelArgs& ka, int num_seqs, int heads, cudaS
   }
 }
 
-bool aligned16(const void* p) { return (reinterpret_cast<uintptr_t>(p) & 15u) == 0; }
-
 size_t partial_floats(int num_seqs, const AttentionShape& shape, int num_splits) {
   return size_t(num_seqs) * size_t(shape.num_heads) * size_t(num_splits) * size_t(shape.head_dim);
 }

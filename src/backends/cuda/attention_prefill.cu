@@ -311,8 +311,6 @@ void launch_prefill(const PrefillAttentionArgs& args, cudaStream_t stream) {
   QF_CUDA_CHECK_LAUNCH();
 }
 
-bool aligned16(const void* p) { return (reinterpret_cast<uintptr_t>(p) & 15u) == 0; }
-
 }  // namespace
 
 void check_attention_shape(const AttentionShape& s, const KvLayerView& cache, const char* who) {

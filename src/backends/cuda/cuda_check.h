@@ -6,6 +6,8 @@
 #include <cublasLt.h>
 #include <cuda_runtime.h>
 
+#include <cstdint>
+
 #include "core/error.h"
 
 #define QF_CUDA_CHECK(expr)                                                                   \
@@ -27,3 +29,10 @@
       ::qf::fail("cuBLAS error: ", #expr, ": ", cublasLtGetStatusName(qf_st_), " (status ",   \
                  static_cast<int>(qf_st_), ") at ", __FILE__, ":", __LINE__);                 \
   } while (0)
+
+namespace qf::cuda {
+
+// Whether p may be read and written as 16-byte vectors (uint4): the kernels' argument checks.
+inline bool aligned16(const void* p) { return (reinterpret_cast<uintptr_t>(p) & 15u) == 0; }
+
+}  // namespace qf::cuda

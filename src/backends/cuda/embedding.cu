@@ -20,8 +20,6 @@ __global__ void embedding_kernel(const uint4* __restrict__ table, int64_t vocab,
     out[i * row_vecs + v] = ok ? table[int64_t(token) * row_vecs + v] : nan8;
 }
 
-bool aligned16(const void* p) { return (reinterpret_cast<uintptr_t>(p) & 15u) == 0; }
-
 }  // namespace
 
 void embedding(const bf16* table, int64_t vocab, int64_t dim, const int32_t* tokens, int64_t num_tokens, bf16* out,

@@ -318,8 +318,6 @@ __global__ void fpx_scale_columns_kernel(__nv_bfloat16* __restrict__ y, const fl
   }
 }
 
-bool aligned16(const void* p) { return (reinterpret_cast<uintptr_t>(p) & 15u) == 0; }
-
 constexpr int64_t kMaxDim = int64_t{1} << 30;
 // grid.y = ceil(M / 64) must stay within CUDA's 65535.
 constexpr int64_t kMaxM = int64_t{65535} * 64;

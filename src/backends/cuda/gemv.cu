@@ -350,8 +350,6 @@ int64_t gemv_v2_resident_ctas() {
   return c;
 }
 
-bool aligned16(const void* p) { return (reinterpret_cast<uintptr_t>(p) & 15u) == 0; }
-
 }  // namespace
 
 bool gemv_bf16_supports(int64_t m, int64_t n, int64_t k) {

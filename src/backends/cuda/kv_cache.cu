@@ -31,8 +31,6 @@ __global__ void kv_cache_append_kernel(const uint4* __restrict__ k, int64_t k_ro
   }
 }
 
-bool aligned16(const void* p) { return (reinterpret_cast<uintptr_t>(p) & 15u) == 0; }
-
 }  // namespace
 
 void kv_cache_append(const __nv_bfloat16* k, int64_t k_row_stride, const __nv_bfloat16* v,

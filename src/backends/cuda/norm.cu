@@ -89,8 +89,6 @@ __global__ void rmsnorm_kernel(const bf16* x, Residual* __restrict__ residual,
   }
 }
 
-bool aligned16(const void* p) { return (reinterpret_cast<uintptr_t>(p) & 15u) == 0; }
-
 template <typename Residual>
 void launch(const bf16* x, Residual* residual, int64_t rows, int64_t dim, const float* weight, float eps,
             bf16* y, cudaStream_t stream, const char* who) {

@@ -8,12 +8,13 @@
 #include "backends/cuda/attention_ptx.h"
 #include "backends/cuda/cuda_check.h"
 #include "backends/cuda/rope.h"
+#include "backends/cuda/rope_device.h"
 
 namespace qf::cuda {
 namespace {
 
 using bf16 = __nv_bfloat16;
-constexpr int kMaxHalfDim = 128;  // head_dim up to 256
+using rope_device::kMaxHalfDim;
 constexpr int kThreads = 128;
 
 __global__ void rope_kernel(bf16* __restrict__ q, int64_t q_row_stride, int num_heads, bf16* __restrict__ k,
@@ -24,14 +25,7 @@ __global__ void rope_kernel(bf16* __restrict__ q, int64_t q_row_stride, int num_
   __shared__ float s_sin[kMaxHalfDim];
   const int64_t token = blockIdx.x;
   const int half = head_dim / 2;
-  const double pos = double(positions[token]);
-  for (int j = threadIdx.x; j < half; j += blockDim.x) {
-    double s, c;
-    sincos(pos * inv_freq[j], &s, &c);
-    s_cos[j] = static_cast<float>(c * attention_factor);
-    s_sin[j] = static_cast<float>(s * attention_factor);
-  }
-  __syncthreads();
+  rope_device::fill_table(double(positions[token]), inv_freq, half, attention_factor, s_cos, s_sin);
   const int half_vecs = half / 8;
   const int heads = num_heads + (k ? num_kv_heads : 0);
   for (int item = threadIdx.x; item < heads * half_vecs; item += blockDim.x) {
@@ -39,21 +33,12 @@ __global__ void rope_kernel(bf16* __restrict__ q, int64_t q_row_stride, int num_
     const int j0 = (item % half_vecs) * 8;
     bf16* x = head < num_heads ? q + token * q_row_stride + int64_t(head) * head_dim
                                : k + token * k_row_stride + int64_t(head - num_heads) * head_dim;
-    float lo[8], hi[8], new_lo[8], new_hi[8];
-    ptx::bf16x8_to_float(*reinterpret_cast<const uint4*>(x + j0), lo);
-    ptx::bf16x8_to_float(*reinterpret_cast<const uint4*>(x + half + j0), hi);
-#pragma unroll
-    for (int e = 0; e < 8; ++e) {
-      const float c = s_cos[j0 + e], s = s_sin[j0 + e];
-      new_lo[e] = lo[e] * c - hi[e] * s;
-      new_hi[e] = hi[e] * c + lo[e] * s;
-    }
-    *reinterpret_cast<uint4*>(x + j0) = ptx::float_to_bf16x8(new_lo);
-    *reinterpret_cast<uint4*>(x + half + j0) = ptx::float_to_bf16x8(new_hi);
+    uint4 lo, hi;
+    rope_device::rotate8(x, half, j0, s_cos, s_sin, lo, hi);
+    *reinterpret_cast<uint4*>(x + j0) = lo;
+    *reinterpret_cast<uint4*>(x + half + j0) = hi;
   }
 }
-
-bool aligned16(const void* p) { return (reinterpret_cast<uintptr_t>(p) & 15u) == 0; }
 
 }  // namespace
 

@@ -1,17 +1,18 @@
 // Fused RoPE + KV-cache append (semantics in rope_kv.h). One CTA per token, as rope.cu: the
 // token's (cos, sin) table in double -> float in shared memory, then one item per 8 pairs of a
 // query or key head (both halves loaded as 16-byte vectors), then one item per 16-byte vector of
-// a value head. The arithmetic is rope.cu's, expression for expression.
+// a value head. The arithmetic is rope.cu's (rope_device.h).
 #include "backends/cuda/attention_ptx.h"
 #include "backends/cuda/cuda_check.h"
 #include "backends/cuda/pdl.h"
+#include "backends/cuda/rope_device.h"
 #include "backends/cuda/rope_kv.h"
 
 namespace qf::cuda {
 namespace {
 
 using bf16 = __nv_bfloat16;
-constexpr int kMaxHalfDim = 128;
+using rope_device::kMaxHalfDim;
 constexpr int kThreads = 128;
 
 __global__ void rope_kv_append_kernel(bf16* __restrict__ qkv, int64_t row_stride, int num_heads, int num_kv_heads,
@@ -24,14 +25,7 @@ __global__ void rope_kv_append_kernel(bf16* __restrict__ qkv, int64_t row_stride
   __shared__ float s_sin[kMaxHalfDim];
   const int64_t token = blockIdx.x;
   const int half = head_dim / 2;
-  const double pos = double(positions[token]);
-  for (int j = threadIdx.x; j < half; j += blockDim.x) {
-    double s, c;
-    sincos(pos * inv_freq[j], &s, &c);
-    s_cos[j] = static_cast<float>(c * attention_factor);
-    s_sin[j] = static_cast<float>(s * attention_factor);
-  }
-  __syncthreads();
+  rope_device::fill_table(double(positions[token]), inv_freq, half, attention_factor, s_cos, s_sin);
   const int32_t slot = slots[token];
   // As kv_cache_append: -1 is a padding token, an id past the pool a caller bug; neither is written.
   const bool cached = slot >= 0 && slot / kKvBlockTokens < num_blocks;
@@ -46,21 +40,14 @@ __global__ void rope_kv_append_kernel(bf16* __restrict__ qkv, int64_t row_stride
     const int head = item / half_vecs;
     const int j0 = (item % half_vecs) * 8;
     const bf16* x = row + int64_t(head) * head_dim;  // key heads follow the query heads
-    float lo[8], hi[8], new_lo[8], new_hi[8];
-    ptx::bf16x8_to_float(*reinterpret_cast<const uint4*>(x + j0), lo);
-    ptx::bf16x8_to_float(*reinterpret_cast<const uint4*>(x + half + j0), hi);
-#pragma unroll
-    for (int e = 0; e < 8; ++e) {
-      const float c = s_cos[j0 + e], s = s_sin[j0 + e];
-      new_lo[e] = lo[e] * c - hi[e] * s;
-      new_hi[e] = hi[e] * c + lo[e] * s;
-    }
+    uint4 lo, hi;
+    rope_device::rotate8(x, half, j0, s_cos, s_sin, lo, hi);
     bf16* dst;
     if (head < num_heads) dst = row + int64_t(head) * head_dim;
     else if (cached) dst = k_pool + pool_row(head - num_heads);
     else continue;
-    *reinterpret_cast<uint4*>(dst + j0) = ptx::float_to_bf16x8(new_lo);
-    *reinterpret_cast<uint4*>(dst + half + j0) = ptx::float_to_bf16x8(new_hi);
+    *reinterpret_cast<uint4*>(dst + j0) = lo;
+    *reinterpret_cast<uint4*>(dst + half + j0) = hi;
   }
   if (!cached) return;
   const int head_vecs = head_dim / 8;
@@ -72,8 +59,6 @@ __global__ void rope_kv_append_kernel(bf16* __restrict__ qkv, int64_t row_stride
         *reinterpret_cast<const uint4*>(v + int64_t(h) * head_dim + vec * 8);
   }
 }
-
-bool aligned16(const void* p) { return (reinterpret_cast<uintptr_t>(p) & 15u) == 0; }
 
 }  // namespace
 
