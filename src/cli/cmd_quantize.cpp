@@ -53,6 +53,35 @@ void list_recipes() {
   }
 }
 
+// The "smooth" transform's choices (quantization_config.calibration.smoothing), per input kind:
+// how many blocks were smoothed, the alphas chosen, and the loss left relative to no smoothing.
+void print_smoothing_summary(const QuantizedModel& q) {
+  const nlohmann::json& cal = q.quantization.calibration;
+  if (!cal.is_object() || !cal.contains("smoothing")) return;
+  for (const char* input : {"attention_in", "mlp_in"}) {
+    std::string alphas;
+    int64_t stages = 0, smoothed = 0;
+    double loss = 0, unsmoothed = 0;
+    for (const auto& e : cal["smoothing"]) {
+      if (e.at("input") != input) continue;
+      ++stages;
+      loss += e.at("loss").get<double>();
+      unsmoothed += e.at("loss_unsmoothed").get<double>();
+      if (e.at("alpha").is_null()) {
+        alphas += " -";
+      } else {
+        ++smoothed;
+        char a[16];
+        std::snprintf(a, sizeof a, " %.2f", e.at("alpha").get<double>());
+        alphas += a;
+      }
+    }
+    std::printf("smoothing %-12s %ld of %ld blocks smoothed, calibration loss %.3f x unsmoothed; alpha per block "
+                "(- = none):%s\n",
+                input, long(smoothed), long(stages), unsmoothed > 0 ? loss / unsmoothed : 1.0, alphas.c_str());
+  }
+}
+
 // The end-of-run table: per layer kind, the mean and worst relative error over the blocks,
 // and the worst layers overall.
 void print_error_summary(const QuantizedModel& m) {
@@ -163,6 +192,7 @@ void run_quantize(const QuantizeArgs& a) {
   const double total = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 
   print_error_summary(q);
+  print_smoothing_summary(q);
   std::printf("\nwrote %s (%.1f MB) in %s: quantization %s (weight algorithms %s, %s), peak memory %.0f MB "
               "(getrusage maxrss), %d threads\n",
               a.out.c_str(), double(directory_size_bytes(a.out)) / 1e6, format_duration(total).c_str(),
@@ -200,7 +230,9 @@ void register_quantize(CLI::App& app) {
       "the blocks already quantized) and quantize each linear from its inputs' Hessian X^T X; RTN recipes need "
       "no calibration. The result is a self-contained folder (config.json with quantization_config, "
       "model.safetensors with packed weights, the tokenizer; docs/checkpoint.md) that ppl, generate, info and bench run in simulation: weights "
-      "dequantized exactly, activations and KV cache rounded as the recipe says.\n\n"
+      "dequantized exactly, activations and KV cache rounded as the recipe says. Recipes with the \"smooth\" "
+      "transform (fireq-w4a8) calibrate too, even with RTN: FireQ's channel-wise smoothing chooses its scales "
+      "per block from the activations (docs/checkpoint.md).\n\n"
       "Examples:\n"
       "  qforge quantize --list-recipes\n"
       "  qforge quantize --recipe rtn-w4g128 -o out/rtn-w4g128           # default model, seconds\n"

@@ -16,7 +16,7 @@ constexpr std::string_view kElementGrammar =
     "f32, f16, bf16, fp8_e4m3, fp8_e5m2, fp<N>_e<E>m<M> (N = 1+E+M, E >= 1, E+M <= 7, e.g. fp6_e3m2) "
     "or int<B> (B = 2..8)";
 constexpr std::string_view kOptionGrammar =
-    "tensor, channel, token, g<G>, asym, scale=<element> or tensor_scale";
+    "tensor, channel, token, g<G>, asym, scale=<element>, tensor_scale or lut";
 // Group sizes beyond this are certainly typos (a row of a 70B model has 28672 elements).
 constexpr int64_t kMaxGroupSize = 1 << 20;
 
@@ -140,7 +140,7 @@ namespace {
 
 // The checks of Format::validate, naming the format as `name` (what the user wrote, when parsed).
 void check_valid(const Format& f, std::string_view name) {
-  const auto& [element, granularity, group_size, asymmetric, scale_type, tensor_scale] = f;
+  const auto& [element, granularity, group_size, asymmetric, scale_type, tensor_scale, lut] = f;
   const auto scaled = [&] { return f.scaled(); };
   const std::string elem = element.str();
   if (element.kind == ElementKind::fpx) {
@@ -154,7 +154,7 @@ void check_valid(const Format& f, std::string_view name) {
     QF_CHECK(element.int_bits >= 2 && element.int_bits <= 8, "format \"", name, "\": integer width must be 2..8 bits");
   const bool plain = element.kind == ElementKind::f32 || element.kind == ElementKind::f16 || element.kind == ElementKind::bf16;
   if (plain) {
-    QF_CHECK(granularity == Granularity::none && !asymmetric && scale_type == ElementType{} && !tensor_scale,
+    QF_CHECK(granularity == Granularity::none && !asymmetric && scale_type == ElementType{} && !tensor_scale && !lut,
              "format \"", name, "\": ", elem, " is stored as is and takes no options");
     return;
   }
@@ -176,6 +176,17 @@ void check_valid(const Format& f, std::string_view name) {
     QF_CHECK(scale_type.kind != ElementKind::f32, "format \"", name,
              "\": tensor_scale is for narrow scale types (scale=bf16, f16, fp8_e4m3 or fp8_e5m2); F32 scales need none");
   }
+  if (lut) {
+    // The table holds q * sigma rounded to the scale type, which must be the FP8 the tensor cores
+    // take; q must be a signed integer so that the table is q * sigma for q = -2^(B-1)..2^(B-1)-1.
+    QF_CHECK(element.is_int() && !asymmetric, "format \"", name,
+             "\": lut (FireQ's INT -> FP8 lookup table) needs a symmetric int element (e.g. int4:g128:scale=fp8_e4m3:lut), not ",
+             asymmetric ? elem + ":asym" : elem);
+    QF_CHECK(scaled(), "format \"", name, "\": lut needs a scale granularity (e.g. :g128)");
+    QF_CHECK(scale_type.kind == ElementKind::fp8_e4m3 || scale_type.kind == ElementKind::fp8_e5m2, "format \"", name,
+             "\": lut needs an FP8 scale type (scale=fp8_e4m3 or scale=fp8_e5m2): the table entries are q * scale in that "
+             "type; got scale=", scale_type.str());
+  }
 }
 
 }  // namespace
@@ -194,6 +205,7 @@ std::string Format::str() const {
   if (asymmetric) s += ":asym";
   if (scale_type != ElementType{}) s += ":scale=" + scale_type.str();
   if (tensor_scale) s += ":tensor_scale";
+  if (lut) s += ":lut";
   return s;
 }
 
@@ -235,6 +247,9 @@ Format Format::parse(std::string_view text) {
     } else if (opt == "tensor_scale") {
       QF_CHECK(!f.tensor_scale, "format \"", text, "\": tensor_scale given twice");
       f.tensor_scale = true;
+    } else if (opt == "lut") {
+      QF_CHECK(!f.lut, "format \"", text, "\": lut given twice");
+      f.lut = true;
     } else {
       fail("format \"", text, "\": unknown option \"", opt, "\"; expected ", kOptionGrammar);
     }
@@ -252,7 +267,7 @@ size_t std::hash<qf::Format>::operator()(const qf::Format& f) const noexcept {
     return uint64_t(e.kind) | uint64_t(e.exp_bits) << 4 | uint64_t(e.man_bits) << 8 | uint64_t(e.int_bits) << 12;
   };
   uint64_t z = elem(f.element) | elem(f.scale_type) << 16 | uint64_t(f.granularity) << 32 | uint64_t(f.asymmetric) << 35 |
-               uint64_t(f.tensor_scale) << 36 | uint64_t(uint32_t(f.group_size)) << 37;
+               uint64_t(f.tensor_scale) << 36 | uint64_t(f.lut) << 37 | uint64_t(uint32_t(f.group_size)) << 38;
   z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
   z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
   return size_t(z ^ (z >> 31));

@@ -11,9 +11,17 @@
 //            | "asym"                                     zero points, unsigned codes (int only)
 //            | "scale=" element                           scale element type (default f32)
 //            | "tensor_scale"                             an F32 scale over all scales
+//            | "lut"                                      FireQ's lookup-table values (below)
 //
 // Printing writes the options in the order above and leaves defaults out, e.g.
-// "int4:g128:asym:scale=fp8_e4m3:tensor_scale". Parsing accepts the options in any order.
+// "int4:g128:asym:scale=fp8_e4m3:tensor_scale" or "int4:g128:scale=fp8_e4m3:tensor_scale:lut".
+// Parsing accepts the options in any order.
+//
+// lut (FireQ, arXiv 2505.20839): a symmetric int<B> element with an 8-bit float scale type
+// (scale=fp8_e4m3 or fp8_e5m2) and a scale granularity, where a code q stands for the product
+// q * sigma (sigma the stored block scale) rounded to the scale type, times the tensor scale:
+// the values of the 16-entry FP8 table FireQ's kernel builds per group and feeds to the FP8
+// tensor cores. quantize.h gives the exact arithmetic.
 // What each combination means numerically is defined by formats/quantize.h; the element
 // codecs are bf16.h, fp16.h, fp8.h, fpx.h. docs/formats.md has the whole picture.
 #pragma once
@@ -72,6 +80,7 @@ struct Format {
   bool asymmetric = false;
   ElementType scale_type;  // f32 unless scale= says otherwise
   bool tensor_scale = false;
+  bool lut = false;  // code values are round_scale_type(q * sigma) (FireQ; see above)
 
   bool scaled() const { return granularity != Granularity::none; }
   // Throws qf::Error if the fields do not describe a format (parse calls it).

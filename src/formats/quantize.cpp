@@ -57,12 +57,50 @@ uint32_t load_le(const uint8_t* src, int bytes) {
 // values are ordered like the values, so if round-to-nearest landed below s the next code up
 // is the answer.
 uint32_t encode_scale_rounding_up(const Format& f, float s) {
+  // max_stored_scale is a power-of-two fraction of the type's largest value, so representable:
+  // a scale at most that large never rounds up past it.
+  QF_CHECK(!f.lut || s <= max_stored_scale(f), "quantize ", f.str(), ": scale ", s, " exceeds ", max_stored_scale(f),
+           ", the largest ", f.scale_type.str(), " scale whose lookup table (q * scale for q = ",
+           -(1 << (f.element.int_bits - 1)), "..", (1 << (f.element.int_bits - 1)) - 1, ") stays in ", f.scale_type.str(),
+           "'s range; add :tensor_scale");
   uint32_t code = encode_float_element(f.scale_type, s);
   if (decode_float_element(f.scale_type, code) < s) ++code;
   const float stored = decode_float_element(f.scale_type, code);
   QF_CHECK(std::isfinite(stored) && stored >= s, "quantize ", f.str(), ": scale ", s, " exceeds the largest ",
            f.scale_type.str(), " (", f.scale_type.max_value(), "); add :tensor_scale or use a wider scale= type");
   return code;
+}
+
+// lut formats: x' of code q in a block of stored scale sigma and tensor scale t.
+float lut_value(const Format& f, int32_t q, float sigma, float t) {
+  const float entry = decode_float_element(f.scale_type, encode_float_element(f.scale_type, float(q) * sigma));
+  return f.tensor_scale ? entry * t : entry;
+}
+
+// lut formats: the q in [qmin, qmax] whose x' is nearest to x (quantize.h). x' is monotone
+// non-decreasing in q (rounding and the product with t > 0 are), so from the rint code the search
+// only walks towards x and stops at the first code past it.
+uint32_t quantize_lut_element(const Format& f, float x, const BlockScale& b) {
+  const int bits = f.element.int_bits;
+  const int32_t qmin = -(1 << (bits - 1)), qmax = (1 << (bits - 1)) - 1;
+  const uint32_t mask = (1u << bits) - 1u;
+  if (b.sigma == 0) return 0;
+  int32_t best = int32_t(std::clamp(std::rint(x / b.scale), float(qmin), float(qmax)));
+  const float start = lut_value(f, best, b.sigma, b.tensor_scale);
+  // Differences in double: exact for any two floats a few binades apart, so ties are real ties.
+  double best_err = std::fabs(double(x) - double(start));
+  const int32_t step = start < x ? 1 : start > x ? -1 : 0;
+  if (step != 0)
+    for (int32_t q = best + step; q >= qmin && q <= qmax; q += step) {
+      const float v = lut_value(f, q, b.sigma, b.tensor_scale);
+      const double err = std::fabs(double(x) - double(v));
+      if (err < best_err) {  // strictly: a tie keeps the code nearer the rint one
+        best_err = err;
+        best = q;
+      }
+      if (step > 0 ? v >= x : v <= x) break;  // past x: every further code is farther
+    }
+  return uint32_t(best) & mask;
 }
 
 // Range statistics of one block.
@@ -97,13 +135,25 @@ float raw_scale(const Format& f, BlockStats st) {
 int64_t QuantizedMatrix::scale_rows() const { return scale_rows_of(format, rows); }
 int64_t QuantizedMatrix::scale_cols() const { return scale_cols_of(format, cols); }
 
-float QuantizedMatrix::scale_of(int64_t row, int64_t col) const {
-  if (!format.scaled()) return 1.0f;
+BlockScale QuantizedMatrix::block_of(int64_t row, int64_t col) const {
+  if (!format.scaled()) return BlockScale{0, 1.0f, 0};
   const int64_t sr = format.granularity == Granularity::tensor ? 0 : row;
   const int64_t sc = format.granularity == Granularity::group ? col / format.group_size : 0;
+  const int64_t i = sr * scale_cols() + sc;
   const int bytes = scale_bytes(format);
-  const float stored = decode_float_element(format.scale_type, load_le(&scales[size_t((sr * scale_cols() + sc) * bytes)], bytes));
-  return format.tensor_scale ? stored * tensor_scale : stored;
+  BlockScale b;
+  b.code = load_le(&scales[size_t(i * bytes)], bytes);
+  b.sigma = decode_float_element(format.scale_type, b.code);
+  b.tensor_scale = format.tensor_scale ? tensor_scale : 1.0f;
+  b.scale = format.tensor_scale ? b.sigma * tensor_scale : b.sigma;
+  if (format.asymmetric) b.zero = zeros[size_t(i)];
+  return b;
+}
+
+float QuantizedMatrix::scale_of(int64_t row, int64_t col) const { return block_of(row, col).scale; }
+
+float QuantizedMatrix::value(int64_t row, int64_t col) const {
+  return dequantized_element(format, codes[size_t(row * cols + col)], block_of(row, col));
 }
 
 float QuantizedMatrix::code_value(int64_t row, int64_t col) const {
@@ -135,8 +185,14 @@ float raw_block_scale(const Format& format, float lo, float hi) {
   return raw_scale(format, BlockStats{std::min(lo, 0.0f), std::max(hi, 0.0f)});
 }
 
-float tensor_scale_for(const Format& format, float max_raw_scale) {
+float max_stored_scale(const Format& format) {
   const float type_max = format.scale_type.max_value();
+  // 2^(B-1) = |qmin|, the largest |q| in the table: |q * sigma| <= type_max exactly.
+  return format.lut ? std::ldexp(type_max, -(format.element.int_bits - 1)) : type_max;
+}
+
+float tensor_scale_for(const Format& format, float max_raw_scale) {
+  const float type_max = max_stored_scale(format);
   float t = max_raw_scale > 0 ? std::max(max_raw_scale / type_max, FLT_MIN) : 1.0f;
   while (max_raw_scale / t > type_max) t = std::nextafter(t, FLT_MAX);
   return t;
@@ -150,9 +206,11 @@ BlockScale block_scale(const Format& format, float lo, float hi, float tensor_sc
   const float s = raw_scale(format, BlockStats{lo, hi});
   if (s == 0) return b;  // an all-zero block (code 0 of every scale type is +0)
   float target = format.tensor_scale ? s / tensor_scale : s;
-  if (saturate) target = std::min(target, format.scale_type.max_value());
+  if (saturate) target = std::min(target, max_stored_scale(format));
   b.code = encode_scale_rounding_up(format, target);
   const float stored = decode_float_element(format.scale_type, b.code);
+  b.sigma = stored;
+  if (format.tensor_scale) b.tensor_scale = tensor_scale;
   b.scale = format.tensor_scale ? stored * tensor_scale : stored;
   if (format.asymmetric) {
     const float zmax = float((1 << format.element.int_bits) - 1);
@@ -169,7 +227,13 @@ void set_block_scale(QuantizedMatrix& q, int64_t scale_row, int64_t scale_col, c
   if (q.format.asymmetric) q.zeros[size_t(i)] = s.zero;
 }
 
+uint32_t quantize_element(const Format& format, float x, const BlockScale& block) {
+  if (format.lut) return quantize_lut_element(format, x, block);
+  return quantize_element(format, x, block.scale, block.zero);
+}
+
 uint32_t quantize_element(const Format& format, float x, float scale, uint8_t zero) {
+  QF_CHECK(!format.lut, "quantize_element: ", format.str(), " is a lut format; pass the block's BlockScale (sigma and t)");
   const ElementType& e = format.element;
   if (!e.is_int()) return encode_float_element(e, scale != 0 ? x / scale : 0.0f);
   if (scale == 0) return 0;
@@ -177,6 +241,16 @@ uint32_t quantize_element(const Format& format, float x, float scale, uint8_t ze
   if (format.asymmetric) return uint32_t(std::clamp(rounded + float(zero), 0.0f, float((1 << e.int_bits) - 1)));
   const float qmin = -float(1 << (e.int_bits - 1)), qmax = float((1 << (e.int_bits - 1)) - 1);
   return uint32_t(int32_t(std::clamp(rounded, qmin, qmax))) & ((1u << e.int_bits) - 1u);
+}
+
+float dequantized_element(const Format& format, uint32_t code, const BlockScale& block) {
+  if (format.lut) return lut_value(format, sign_extend(code, format.element.int_bits), block.sigma, block.tensor_scale);
+  return element_value(format, code, block.zero) * block.scale;
+}
+
+uint32_t lut_entry(const Format& format, uint32_t code, float sigma) {
+  QF_CHECK(format.lut, "lut_entry: ", format.str(), " is not a lut format");
+  return encode_float_element(format.scale_type, float(sign_extend(code, format.element.int_bits)) * sigma);
 }
 
 float element_value(const Format& format, uint32_t code, uint8_t zero) {
@@ -219,7 +293,7 @@ QuantizedMatrix quantize(const float* x, int64_t rows, int64_t cols, const Forma
         const int64_t sr = format.granularity == Granularity::tensor ? 0 : r;
         const int64_t sc = format.granularity == Granularity::group ? c / format.group_size : 0;
         const BlockScale b = format.scaled() ? blocks[size_t(sr * scols + sc)] : BlockScale{0, 1.0f, 0};
-        q.codes[size_t(r * cols + c)] = uint8_t(quantize_element(format, x[r * cols + c], b.scale, b.zero));
+        q.codes[size_t(r * cols + c)] = uint8_t(quantize_element(format, x[r * cols + c], b));
       }
   });
   return q;
@@ -228,7 +302,7 @@ QuantizedMatrix quantize(const float* x, int64_t rows, int64_t cols, const Forma
 void dequantize(const QuantizedMatrix& q, float* out) {
   parallel_for(q.rows, 64, [&](int64_t begin, int64_t end) {
     for (int64_t r = begin; r < end; ++r)
-      for (int64_t c = 0; c < q.cols; ++c) out[r * q.cols + c] = q.code_value(r, c) * q.scale_of(r, c);
+      for (int64_t c = 0; c < q.cols; ++c) out[r * q.cols + c] = q.value(r, c);
   });
 }
 

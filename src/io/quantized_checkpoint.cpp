@@ -97,6 +97,9 @@ void check_values(const QuantizedMatrix& q, const std::string& where) {
       const float s = decode_float_element(f.scale_type, code);
       QF_CHECK(std::isfinite(s) && s >= 0, where, ": scale [", i / sc, ", ", i % sc, "] is ", s,
                " (scales must be finite and non-negative)");
+      // A lut scale past the bound would saturate its table's largest entries (formats/quantize.h).
+      QF_CHECK(!f.lut || s <= max_stored_scale(f), where, ": scale [", i / sc, ", ", i % sc, "] is ", s, ", above ",
+               max_stored_scale(f), ", the largest scale of ", f.str(), " whose lookup table stays in range");
     }
     if (f.asymmetric)
       for (size_t i = 0; i < q.zeros.size(); ++i)

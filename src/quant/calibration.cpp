@@ -14,6 +14,7 @@
 #include "core/error.h"
 #include "core/thread_pool.h"
 #include "formats/convert.h"
+#include "quant/smooth.h"
 
 namespace qf {
 
@@ -300,8 +301,7 @@ void calibrate_sequentially(const CalibrationModel& model, const std::vector<std
       fn(w0, nw, nw * L);
     }
   };
-  auto quantize_stage = [&](int64_t l, LinearInput input, StatsAccumulator&& acc, Block& block) {
-    const ActivationStats stats = std::move(acc).finish();
+  auto quantize_stage = [&](int64_t l, LinearInput input, const ActivationStats& stats, Block& block) {
     std::vector<CalibratedLinear> group;
     for (LinearKind kind : linears_reading(input)) group.push_back(std::move(block.linear(kind)));
     quantize(l, input, stats, group);
@@ -320,18 +320,59 @@ void calibrate_sequentially(const CalibrationModel& model, const std::vector<std
     cpu::silu_mul(gate.data(), up.data(), m * F, gate.data());
   };
 
+  // The smoothing sample: every stride-th token of the pass, at most smooth_sample_rows of them.
+  const int64_t max_rows = std::max<int64_t>(1, options.smooth_sample_rows);
+  const int64_t sample_stride = (T + max_rows - 1) / max_rows;
+  std::vector<float> sample;
+  // A stage whose input is rmsnorm(x) * g (attention_in, mlp_in): `fill` computes the chunk's
+  // normed rows. With smoothing, the scales are chosen on their statistics and sample, merged
+  // into g and the stage's linears, and the statistics recomputed with the new g (x, the
+  // residual stream, is final for this stage by then), so `quantize` sees the smoothed input.
+  auto normed_stage = [&](int64_t l, LinearInput input, std::vector<float>& norm, Block& b,
+                          const std::function<void(int64_t, int64_t)>& fill) {
+    StatsAccumulator acc(H);
+    sample.clear();
+    for_chunks([&](int64_t w0, int64_t, int64_t m) {
+      fill(w0, m);
+      acc.add(normed.data(), m);
+      if (options.smooth)
+        for (int64_t i = 0; i < m; ++i)
+          if ((w0 * L + i) % sample_stride == 0) sample.insert(sample.end(), normed.data() + i * H, normed.data() + (i + 1) * H);
+    });
+    ActivationStats stats = std::move(acc).finish();
+    if (options.smooth) {
+      const std::vector<LinearKind> kinds = linears_reading(input);
+      const size_t first = size_t(kinds.front());  // q/k/v and gate/up are consecutive kinds
+      const std::span<const CalibratedLinear> group(b.linears.data() + first, kinds.size());
+      const std::vector<float> s = options.smooth(l, input, stats, group, sample.data(), int64_t(sample.size()) / H);
+      if (!s.empty()) {
+        QF_CHECK(int64_t(s.size()) == H, "calibration: the smoothing of layer ", l, " ", linear_input_name(input), " has ",
+                 s.size(), " scales for ", H, " channels");
+        std::vector<LinearRef> refs;
+        for (LinearKind k : kinds) {
+          CalibratedLinear& lin = b.linear(k);
+          refs.push_back({lin.weight.data(), lin.rows, lin.cols, nullptr});
+        }
+        merge_smoothing_into_norm(norm.data(), H, s.data(), refs);
+        if (options.on_norm_changed) options.on_norm_changed(l, input, norm);
+        StatsAccumulator again(H);
+        for_chunks([&](int64_t w0, int64_t, int64_t m) {
+          cpu::rmsnorm(hidden.data() + w0 * L * H, m, H, norm.data(), eps, normed.data());
+          again.add(normed.data(), m);
+        });
+        stats = std::move(again).finish();
+      }
+    }
+    quantize_stage(l, input, stats, b);
+  };
+
   for (int64_t l = 0; l < c.num_layers; ++l) {
     Block b = load_block(ck, l);
 
     // 1. attention_in: rmsnorm(x) feeds q, k, v.
-    {
-      StatsAccumulator acc(H);
-      for_chunks([&](int64_t w0, int64_t, int64_t m) {
-        cpu::rmsnorm(hidden.data() + w0 * L * H, m, H, b.attn_norm.data(), eps, normed.data());
-        acc.add(normed.data(), m);
-      });
-      quantize_stage(l, LinearInput::attention_in, std::move(acc), b);
-    }
+    normed_stage(l, LinearInput::attention_in, b.attn_norm, b, [&](int64_t w0, int64_t m) {
+      cpu::rmsnorm(hidden.data() + w0 * L * H, m, H, b.attn_norm.data(), eps, normed.data());
+    });
     // 2. attention_out: attention over the quantized q, k, v feeds o.
     {
       StatsAccumulator acc(q_dim);
@@ -363,19 +404,14 @@ void calibrate_sequentially(const CalibrationModel& model, const std::vector<std
         }
         acc.add(attn.data() + w0 * L * q_dim, m);
       });
-      quantize_stage(l, LinearInput::attention_out, std::move(acc), b);
+      quantize_stage(l, LinearInput::attention_out, std::move(acc).finish(), b);
     }
     // 3. mlp_in: x += o(attention); rmsnorm(x) feeds gate and up.
-    {
-      StatsAccumulator acc(H);
-      for_chunks([&](int64_t w0, int64_t, int64_t m) {
-        float* x = hidden.data() + w0 * L * H;
-        run_linear(b.linear(LinearKind::o_proj), b.bias(LinearKind::o_proj), attn.data() + w0 * L * q_dim, m, delta.data());
-        cpu::add_rmsnorm(x, delta.data(), m, H, b.mlp_norm.data(), eps, normed.data());
-        acc.add(normed.data(), m);
-      });
-      quantize_stage(l, LinearInput::mlp_in, std::move(acc), b);
-    }
+    normed_stage(l, LinearInput::mlp_in, b.mlp_norm, b, [&](int64_t w0, int64_t m) {
+      float* x = hidden.data() + w0 * L * H;
+      run_linear(b.linear(LinearKind::o_proj), b.bias(LinearKind::o_proj), attn.data() + w0 * L * q_dim, m, delta.data());
+      cpu::add_rmsnorm(x, delta.data(), m, H, b.mlp_norm.data(), eps, normed.data());
+    });
     // 4. mlp_act: silu(gate(h)) * up(h) feeds down.
     {
       StatsAccumulator acc(F);
@@ -384,7 +420,7 @@ void calibrate_sequentially(const CalibrationModel& model, const std::vector<std
         mlp_activation(b, m);
         acc.add(gate.data(), m);
       });
-      quantize_stage(l, LinearInput::mlp_act, std::move(acc), b);
+      quantize_stage(l, LinearInput::mlp_act, std::move(acc).finish(), b);
     }
     // 5. The block's output through the quantized MLP: x += down(silu(gate(h)) * up(h)). (The
     // activation is recomputed rather than kept from stage 4: [N*L, ffn] floats would be the

@@ -120,8 +120,31 @@ struct CalibrationModel {
   std::optional<Format> kv_cache;
 };
 
+// Channel-wise smoothing (recipe transform "smooth", quant/smooth.h) of an input that follows an
+// RMSNorm (attention_in, mlp_in only). Called before that stage's `quantize` with its statistics,
+// the linears reading it (still unquantized and unsmoothed) and a sample of its input rows
+// [sample_rows, channels] (evenly spaced over all calibration tokens); returns the scales s
+// (channels values, finite and > 0), or an empty vector for no smoothing. The pass then merges
+// s (smooth.h merge_smoothing_into_norm: the norm weight g /= s, the linears' columns *= s),
+// uses the new norm for the rest of the pass, and recomputes the stage's statistics on the
+// smoothed input, so `quantize` sees the smoothed weights and statistics, and the guarantee in
+// the header comment (statistics equal a plain forward of the finished model) still holds for
+// a model that carries the new norm weights.
+using SmoothInput = std::function<std::vector<float>(int64_t layer, LinearInput input, const ActivationStats& stats,
+                                                     std::span<const CalibratedLinear> linears, const float* sample,
+                                                     int64_t sample_rows)>;
+
 struct CalibrationOptions {
   int64_t chunk_tokens = 2048;  // windows per chunk = max(1, chunk_tokens / seqlen)
+  SmoothInput smooth;            // optional
+  // At most this many rows in `smooth`'s sample: 1024 rows x the linears' outputs rank the
+  // alphas reliably, and FireQ's search (21 alphas x 2 inputs x blocks, each an RTN of the
+  // layers and a [rows, n] x [n, outputs] product) costs ~3 min on 2 cores for the default model.
+  int64_t smooth_sample_rows = 1024;
+  // Called after a smoothing was merged, with the RMSNorm weight the pass now uses (F32): the
+  // quantized model must carry it (input_layernorm for attention_in, post_attention_layernorm
+  // for mlp_in).
+  std::function<void(int64_t layer, LinearInput input, std::span<const float> norm_weight)> on_norm_changed;
   // Called after each (layer, input) stage has been quantized: for progress bars.
   std::function<void(int64_t layer, LinearInput input)> on_stage_done;
 };

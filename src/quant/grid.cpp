@@ -47,9 +47,9 @@ const BlockScale& WeightGrid::block(int64_t scale_row, int64_t scale_col) const 
 
 float WeightGrid::round(int64_t row, int64_t col, float x) {
   const BlockScale& b = block_of(row, col);
-  const uint32_t code = quantize_element(q_.format, x, b.scale, b.zero);
+  const uint32_t code = quantize_element(q_.format, x, b);
   q_.codes[size_t(row * q_.cols + col)] = uint8_t(code);
-  return element_value(q_.format, code, b.zero) * b.scale;
+  return dequantized_element(q_.format, code, b);
 }
 
 }  // namespace qf

@@ -4,7 +4,7 @@
 // An algorithm decides each block's range (its min/max, a clipped range, or the range of weights
 // it has already updated), then rounds elements one at a time; WeightGrid stores each choice
 // into the QuantizedMatrix it builds through the functions formats/quantize.h is made of
-// (block_scale, quantize_element, element_value). So the matrix it hands back dequantizes, with
+// (block_scale, quantize_element, dequantized_element). So the matrix it hands back dequantizes, with
 // qf::dequantize, to exactly the values round() returned: the algorithm's idea of the quantized
 // weight and the stored one cannot drift apart.
 //
@@ -74,10 +74,9 @@ class WeightGrid {
   std::vector<BlockScale> blocks_;  // scale_rows x scale_cols, or one {scale 1} for unscaled formats
 };
 
-// The value x rounds to in a block of scale `scale`: element_value(quantize_element(x)) * s'.
+// The value x rounds to in a block of scale `scale`: dequantized_element(quantize_element(x)).
 inline float round_to_block(const Format& format, const BlockScale& scale, float x) {
-  const uint32_t code = quantize_element(format, x, scale.scale, scale.zero);
-  return element_value(format, code, scale.zero) * scale.scale;
+  return dequantized_element(format, quantize_element(format, x, scale), scale);
 }
 
 }  // namespace qf

@@ -12,6 +12,7 @@
 #include "quant/calibration.h"
 #include "quant/gptq.h"
 #include "quant/rtn.h"
+#include "quant/smooth.h"
 
 namespace qf {
 namespace {
@@ -54,6 +55,10 @@ LayerResult quantize_layer(const std::string& name, const float* w, int64_t rows
   out.from_hessian = !h.empty();
   return out;
 }
+
+// An alpha as the checkpoint records it: 0.55, not the float's 0.550000011920929 (the grid's
+// values are multiples of 0.05; float(recorded) is the alpha used).
+double as_recorded(float alpha) { return std::round(double(alpha) * 1e6) / 1e6; }
 
 Tensor keep_as(const Tensor& t, KeepType k) { return convert(t, k == KeepType::bf16 ? DType::BF16 : DType::F32); }
 
@@ -112,6 +117,53 @@ QuantizedModel quantize_model(const Checkpoint& ck, const Recipe& recipe, const 
     cm.rope_attention_factor = options.rope_attention_factor;
     cm.kv_cache = recipe.kv_cache;
     CalibrationOptions co;
+    if (const std::optional<SmoothTransform> sm = recipe.smoothing()) {
+      // FireQ's smoothing of the inputs after the norms: alpha by the calibration loss (or fixed),
+      // recorded per stage in quantization_config.calibration.smoothing.
+      nlohmann::json& log = m.quantization.calibration["smoothing"];
+      log = nlohmann::json::array();
+      co.smooth = [&, sm](int64_t layer, LinearInput input, const ActivationStats& stats,
+                          std::span<const CalibratedLinear> linears, const float* sample, int64_t rows) {
+        std::vector<SmoothingTarget> targets;
+        for (const CalibratedLinear& lin : linears) {
+          const LinearRecipe& lr = recipe.linear(lin.kind);
+          targets.push_back({lin.weight.data(), lin.rows, lr.weights, lr.activations});
+        }
+        const int64_t n = stats.channels;
+        const SmoothingLoss loss(sample, rows, n, std::move(targets));
+        const std::vector<float> wmax = loss.weight_absmax();
+        const double unsmoothed = loss(std::vector<float>(size_t(n), 1.0f));
+        nlohmann::json entry = {{"layer", layer}, {"input", linear_input_name(input)}, {"loss_unsmoothed", unsmoothed}};
+        std::vector<float> s;
+        if (sm->alpha) {
+          s = smoothing_scales(stats.channel_absmax.data(), wmax.data(), n, *sm->alpha);
+          entry["alpha"] = as_recorded(*sm->alpha);
+          entry["loss"] = loss(s);
+        } else {
+          // The grid, and "no smoothing" (s = 1; not on the grid: alpha 0 gives s = 1 / max|W|):
+          // smoothing is applied only where it lowers the loss.
+          AlphaChoice best = choose_smoothing_alpha(stats.channel_absmax.data(), wmax.data(), n, default_alpha_grid(),
+                                                    [&](const std::vector<float>& scales) { return loss(scales); });
+          if (best.loss < unsmoothed) {
+            s = std::move(best.scales);
+            entry["alpha"] = as_recorded(best.alpha);
+          } else {
+            entry["alpha"] = nullptr;
+          }
+          entry["loss"] = std::min(best.loss, unsmoothed);
+        }
+        log.push_back(entry);
+        return s;
+      };
+      co.on_norm_changed = [&](int64_t layer, LinearInput input, std::span<const float> g) {
+        const std::string name =
+            names::layer(layer, input == LinearInput::attention_in ? "input_layernorm.weight" : "post_attention_layernorm.weight");
+        Tensor t = Tensor::empty(DType::F32, {int64_t(g.size())});
+        std::copy(g.begin(), g.end(), t.data_mut<float>());
+        QF_CHECK(m.dense.at(name).shape() == t.shape(), "smoothing: ", name, " changed shape");
+        m.dense[name] = std::move(t);
+      };
+    }
     co.on_stage_done = [&](int64_t layer, LinearInput input) {
       if (input == LinearInput::mlp_act && options.on_block_done) options.on_block_done(layer + 1, c.num_layers);
     };

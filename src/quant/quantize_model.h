@@ -4,7 +4,10 @@
 // sequential pass runs the windows block by block and every linear layer is quantized as soon
 // as its input statistics are complete, so each layer sees the activations of the model
 // quantized so far. Otherwise every linear is quantized from its weight alone (RTN), no forward
-// pass. Either way the result is a QuantizedModel (io/quantized_checkpoint.h) ready to write:
+// pass. A recipe with the "smooth" transform (recipe.h) calibrates even with RTN: the pass
+// smooths each block's attention_in and mlp_in (calibration.h SmoothInput) with scales chosen by
+// smooth.h's SmoothingLoss, the QuantizedModel carries the smoothed RMSNorm weights, and the
+// choices go into quantization.calibration["smoothing"]. Either way the result is a QuantizedModel (io/quantized_checkpoint.h) ready to write:
 // packed linears, norms in F32, the embedding / LM head in the recipe's keep type, and per
 // layer the formats and the reconstruction error.
 #pragma once

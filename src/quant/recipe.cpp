@@ -1,6 +1,8 @@
 #include "quant/recipe.h"
 
 #include <algorithm>
+#include <cstdio>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <set>
@@ -72,6 +74,26 @@ KeepType keep_type_of(const json& v, const std::string& where) {
   if (t == "f32") return KeepType::f32;
   fail(where, ": \"", t, "\" is not a type to keep a tensor in (bf16 or f32)");
 }
+// A transform of the recipe's "transforms" list, validated and normalised ("smooth:0.50" ->
+// "smooth:0.5"). The other building blocks (rotation.h, hadamard.h) exist but the pipeline does
+// not apply them yet: a recipe asking for one must fail, not quantize without it.
+std::string parse_transform(const std::string& t, const std::string& source) {
+  if (t == "smooth") return t;
+  if (t.rfind("smooth:", 0) == 0) {
+    const std::string a = t.substr(7);
+    char* end = nullptr;
+    const double alpha = a.empty() ? -1.0 : std::strtod(a.c_str(), &end);
+    QF_CHECK(!a.empty() && end && *end == '\0' && alpha >= 0 && alpha <= 1, source, ": transform \"", t,
+             "\": the smoothing alpha must be a number in [0, 1] (e.g. smooth:0.5), or write \"smooth\" to choose it by "
+             "the calibration loss");
+    char buf[32];
+    std::snprintf(buf, sizeof buf, "smooth:%g", float(alpha));
+    return buf;
+  }
+  fail(source, ": transform \"", t, "\" is not applied by this version of the quantization pipeline (known: "
+       "\"smooth\", \"smooth:ALPHA\")");
+}
+
 const char* keep_type_name(KeepType t) { return t == KeepType::bf16 ? "bf16" : "f32"; }
 
 const char* clip_objective_name(ClipObjective o) {
@@ -224,7 +246,17 @@ bool LinearRecipe::needs_hessian() const {
   return algorithm == WeightAlgorithm::gptq || (rtn_clip.enabled && rtn_clip_objective != ClipObjective::weight);
 }
 
+std::optional<SmoothTransform> Recipe::smoothing() const {
+  for (const std::string& t : transforms) {
+    if (t == "smooth") return SmoothTransform{};
+    if (t.rfind("smooth:", 0) == 0) return SmoothTransform{std::stof(t.substr(7))};  // validated by parse
+  }
+  return std::nullopt;
+}
+
 bool Recipe::needs_calibration() const {
+  // Smoothing chooses its scales from the activations, so it calibrates even with RTN.
+  if (smoothing()) return true;
   return std::any_of(linears.begin(), linears.end(), [](const LinearRecipe& r) { return r.needs_hessian(); });
 }
 
@@ -245,11 +277,11 @@ Recipe Recipe::parse(std::string_view text, const std::string& source) {
   if (const json* d = member(j, "description")) r.description = string_of(*d, source + ": description");
   if (const json* t = member(j, "transforms")) {
     QF_CHECK(t->is_array(), source, ": transforms must be a list");
-    for (const json& x : *t) r.transforms.push_back(string_of(x, source + ": a transform"));
-    // The transform building blocks (smooth.h, rotation.h, hadamard.h) exist, but the pipeline
-    // does not apply any yet: a recipe asking for one must fail, not quantize without it.
-    QF_CHECK(r.transforms.empty(), source, ": transform \"", r.transforms.front(),
-             "\" is not applied by this version of the quantization pipeline (transforms must be empty)");
+    for (const json& x : *t) r.transforms.push_back(parse_transform(string_of(x, source + ": a transform"), source));
+    std::set<std::string> seen;
+    for (const std::string& x : r.transforms)
+      QF_CHECK(seen.insert(x.substr(0, x.find(':'))).second, source, ": transform \"", x.substr(0, x.find(':')),
+               "\" is listed twice");
   }
   const json* base = member(j, "linear");
   QF_CHECK(base, source, ": a recipe needs \"linear\" (the settings of every linear layer)");

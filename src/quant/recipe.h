@@ -5,7 +5,7 @@
 //   {
 //     "name": "gptq-w4g128",
 //     "description": "free text",
-//     "transforms": [],                      // function-preserving transforms, in order
+//     "transforms": [],                      // function-preserving transforms, in order (below)
 //     "linear": {                            // every linear layer of every block ...
 //       "algorithm": "gptq",                 //   rtn | gptq
 //       "weights": "int4:g128",              //   a Format (formats/format.h)
@@ -22,6 +22,17 @@
 // kind and sets any of the "linear" fields. Omitted fields take the defaults shown in
 // LinearRecipe / GptqOptions / ClipSearch. Unknown keys are errors (a typo must not silently
 // fall back to a default). RMSNorm weights are always kept in F32 (a few KB).
+//
+// Transforms (each at most once):
+//   "smooth"    FireQ's / SmoothQuant's channel-wise smoothing (quant/smooth.h) of the linear
+//               inputs that follow an RMSNorm: attention_in (q, k, v) and mlp_in (gate, up). Per
+//               block and input, s = smoothing_scales(activation absmax, weight absmax, alpha) is
+//               chosen by the calibration loss (smooth.h SmoothingLoss: the quantized layers'
+//               output error on a sample of the stage's input rows) over default_alpha_grid() and
+//               "no smoothing" (s = 1); then the norm weight g /= s and the linears' columns *= s
+//               before the weights are quantized. Needs calibration even with RTN. o_proj and
+//               down_proj inputs are not smoothed (no merge into v / up yet).
+//   "smooth:A"  the same with the fixed alpha A in [0, 1] (no search; normalised to %g).
 #pragma once
 
 #include <array>
@@ -70,6 +81,11 @@ struct LinearRecipe {
 // What an unquantized tensor (embedding, LM head) is stored as.
 enum class KeepType : uint8_t { f32, bf16 };
 
+// The "smooth" transform's settings (see the header comment).
+struct SmoothTransform {
+  std::optional<float> alpha;  // fixed; none: searched by the calibration loss
+};
+
 struct Recipe {
   std::string name;
   std::string description;
@@ -81,6 +97,8 @@ struct Recipe {
 
   const LinearRecipe& linear(LinearKind k) const { return linears[size_t(k)]; }
   bool needs_calibration() const;
+  // The "smooth" transform if the recipe lists it.
+  std::optional<SmoothTransform> smoothing() const;
 
   // Parses a recipe document; `source` (a file name, "built-in recipe X") is named in errors.
   static Recipe parse(std::string_view json_text, const std::string& source);

@@ -3,8 +3,11 @@
 #include <algorithm>
 #include <cmath>
 
+#include "backends/cpu/format_round_trip.h"
+#include "backends/cpu/gemm.h"
 #include "core/error.h"
 #include "core/thread_pool.h"
+#include "quant/rtn.h"
 
 namespace qf {
 namespace {
@@ -67,6 +70,58 @@ AlphaChoice choose_smoothing_alpha(const float* act_absmax, const float* weight_
     }
   }
   return best;
+}
+
+SmoothingLoss::SmoothingLoss(const float* x, int64_t m, int64_t n, std::vector<SmoothingTarget> linears)
+    : x_(x), m_(m), n_(n), linears_(std::move(linears)) {
+  QF_CHECK(x != nullptr && m >= 1 && n >= 1, "SmoothingLoss: no sample rows");
+  for (const SmoothingTarget& t : linears_) {
+    QF_CHECK(t.weight != nullptr && t.rows >= 1, "SmoothingLoss: an empty linear");
+    std::vector<float> y(size_t(m * t.rows));
+    cpu::linear(x, m, n, t.weight, DType::F32, t.rows, nullptr, y.data());
+    reference_.push_back(std::move(y));
+  }
+}
+
+double SmoothingLoss::operator()(const std::vector<float>& s) const {
+  QF_CHECK(int64_t(s.size()) == n_, "SmoothingLoss: ", s.size(), " scales for ", n_, " channels");
+  check_scales(s.data(), n_, "SmoothingLoss");
+  std::vector<float> xs(size_t(m_ * n_)), xq(size_t(m_ * n_));
+  for (int64_t r = 0; r < m_; ++r)
+    for (int64_t j = 0; j < n_; ++j) xs[size_t(r * n_ + j)] = x_[r * n_ + j] / s[size_t(j)];
+  double total = 0;
+  std::optional<Format> rounded_to;  // xq holds xs rounded to this (q, k, v share one format)
+  for (size_t i = 0; i < linears_.size(); ++i) {
+    const SmoothingTarget& t = linears_[i];
+    const float* in = xs.data();
+    if (t.activations) {
+      if (rounded_to != t.activations) {
+        parallel_for(m_, 16, [&](int64_t b, int64_t e) {
+          cpu::round_trip_rows(xs.data() + b * n_, e - b, n_, *t.activations, xq.data() + b * n_);
+        });
+        rounded_to = t.activations;
+      }
+      in = xq.data();
+    }
+    std::vector<float> ws(size_t(t.rows * n_));
+    for (int64_t r = 0; r < t.rows; ++r)
+      for (int64_t j = 0; j < n_; ++j) ws[size_t(r * n_ + j)] = t.weight[r * n_ + j] * s[size_t(j)];
+    const std::vector<float> wq = rtn_quantize(ws.data(), t.rows, n_, t.weights).dequantized;
+    std::vector<float> y(size_t(m_ * t.rows));
+    cpu::linear(in, m_, n_, wq.data(), DType::F32, t.rows, nullptr, y.data());
+    const std::vector<float>& ref = reference_[i];
+    for (size_t k = 0; k < y.size(); ++k) {
+      const double d = double(y[k]) - double(ref[k]);
+      total += d * d;
+    }
+  }
+  return total;
+}
+
+std::vector<float> SmoothingLoss::weight_absmax() const {
+  std::vector<float> a(size_t(n_), 0.0f);
+  for (const SmoothingTarget& t : linears_) accumulate_column_absmax(t.weight, t.rows, n_, a.data());
+  return a;
 }
 
 void scale_input_channels(std::span<const LinearRef> linears, const float* s, int64_t n) {

@@ -14,8 +14,11 @@
 
 #include <cstdint>
 #include <functional>
+#include <optional>
 #include <span>
 #include <vector>
+
+#include "formats/format.h"
 
 namespace qf {
 
@@ -53,6 +56,35 @@ struct AlphaChoice {
 AlphaChoice choose_smoothing_alpha(const float* act_absmax, const float* weight_absmax, int64_t n,
                                    const std::vector<float>& alphas,
                                    const std::function<double(const std::vector<float>& scales)>& loss);
+
+// FireQ's calibration loss for a smoothing of one activation X [m, n] read by several linears:
+//     loss(s) = sum over the linears of || Qa(X diag(1/s)) Qw(W diag(s))^T - X W^T ||_F^2
+// where Qw is round to nearest onto the layer's weight format (rtn.h: fast, and GPTQ's error
+// tracks RTN's closely enough to rank alphas; the chosen s is then quantized by the recipe's own
+// algorithm) and Qa rounds each row to the layer's activation format (none: unrounded). The
+// reference X W^T is the unquantized, unsmoothed output, so the loss measures what smoothing
+// plus quantization does to the function the layer computes. X is a sample of the calibration
+// rows (the caller bounds m: every evaluation costs 2 m n sum(rows) FLOPs plus the rounding).
+struct SmoothingTarget {
+  const float* weight = nullptr;  // [rows, n] row-major, unsmoothed
+  int64_t rows = 0;
+  Format weights;                     // Qw
+  std::optional<Format> activations;  // Qa
+};
+class SmoothingLoss {
+ public:
+  // Keeps pointers to x and the weights (they must outlive this object); computes X W^T once.
+  SmoothingLoss(const float* x, int64_t m, int64_t n, std::vector<SmoothingTarget> linears);
+  double operator()(const std::vector<float>& s) const;
+  // max_j over all linears of |W[:, j]|: smoothing_scales' weight statistic.
+  std::vector<float> weight_absmax() const;
+
+ private:
+  const float* x_;
+  int64_t m_, n_;
+  std::vector<SmoothingTarget> linears_;
+  std::vector<std::vector<float>> reference_;  // X W^T per linear, [m, rows]
+};
 
 // W[:, j] *= s[j] for every j (each linear's cols must equal n).
 void scale_input_channels(std::span<const LinearRef> linears, const float* s, int64_t n);

@@ -17,7 +17,8 @@ TEST(Format, CanonicalStringsRoundTrip) {
                         "fp6_e3m2:channel", "fp6_e2m3:g32", "fp5_e2m2:channel", "fp4_e2m1:g16:scale=fp8_e4m3",
                         "int4:g128", "int4:g128:asym", "int4:g128:scale=fp8_e4m3:tensor_scale", "int8:channel",
                         "int8:token", "int3:g64:asym:scale=bf16", "int2:tensor:scale=f16", "fp7_e1m5", "fp8_e3m4:g8",
-                        "int4:channel:scale=fp8_e5m2:tensor_scale"}) {
+                        "int4:channel:scale=fp8_e5m2:tensor_scale", "int4:g128:scale=fp8_e4m3:tensor_scale:lut",
+                        "int4:g128:scale=fp8_e4m3:lut", "int8:channel:scale=fp8_e5m2:lut", "int2:tensor:scale=fp8_e4m3:lut"}) {
     const Format f = Format::parse(s);
     EXPECT_EQ(f.str(), s);
     EXPECT_EQ(Format::parse(f.str()), f) << s;
@@ -45,6 +46,20 @@ TEST(Format, FieldsMeanWhatTheStringSays) {
 TEST(Format, OptionsInAnyOrderPrintCanonically) {
   EXPECT_EQ(Format::parse("int4:tensor_scale:scale=fp8_e4m3:asym:g64").str(), "int4:g64:asym:scale=fp8_e4m3:tensor_scale");
   EXPECT_EQ(Format::parse("int4:g64:scale=f32").str(), "int4:g64") << "the default scale type is not printed";
+  EXPECT_EQ(Format::parse("int4:lut:tensor_scale:g128:scale=fp8_e4m3").str(), "int4:g128:scale=fp8_e4m3:tensor_scale:lut");
+  EXPECT_EQ(Format::parse("int4:lut:scale=fp8_e5m2:channel").str(), "int4:channel:scale=fp8_e5m2:lut");
+}
+
+TEST(Format, LutIsItsOwnFormat) {
+  const Format f = Format::parse("int4:g128:scale=fp8_e4m3:tensor_scale:lut");
+  EXPECT_TRUE(f.lut);
+  EXPECT_FALSE(Format::parse("int4:g128:scale=fp8_e4m3:tensor_scale").lut);
+  const Format plain = Format::parse("int4:g128:scale=fp8_e4m3:tensor_scale");
+  EXPECT_NE(f, plain) << "lut changes what the codes mean";
+  EXPECT_NE(std::hash<Format>{}(f), std::hash<Format>{}(plain));
+  std::unordered_map<Format, int> registry{{f, 1}, {plain, 2}};
+  EXPECT_EQ(registry.at(Format::parse("int4:lut:g128:tensor_scale:scale=fp8_e4m3")), 1);
+  EXPECT_EQ(registry.at(plain), 2);
 }
 
 TEST(Format, EveryConstructedFormatRoundTrips) {
@@ -53,14 +68,15 @@ TEST(Format, EveryConstructedFormatRoundTrips) {
   for (int e = 1; e <= 7; ++e)
     for (int m = 0; e + m <= 7; ++m)
       if (!(e + m == 7 && (e == 4 || e == 5))) elements.push_back(ElementType::fpx({e, m}));
-  int n = 0;
+  int n = 0, n_lut = 0;
   std::unordered_set<Format> seen;
   for (const ElementType& e : elements)
     for (Granularity g : {Granularity::none, Granularity::tensor, Granularity::channel, Granularity::token, Granularity::group})
       for (bool asym : {false, true})
         for (ElementKind sk : {ElementKind::f32, ElementKind::bf16, ElementKind::fp8_e4m3})
-          for (bool ts : {false, true}) {
-            Format f{e, g, g == Granularity::group ? 32 : 0, asym, ElementType::of(sk), ts};
+          for (bool ts : {false, true})
+            for (bool lut : {false, true}) {
+            Format f{e, g, g == Granularity::group ? 32 : 0, asym, ElementType::of(sk), ts, lut};
             bool valid = true;
             try {
               f.validate();
@@ -70,9 +86,13 @@ TEST(Format, EveryConstructedFormatRoundTrips) {
             if (!valid) continue;
             EXPECT_EQ(Format::parse(f.str()), f) << f.str();
             EXPECT_TRUE(seen.insert(f).second) << f.str();
-            ++n;
+            EXPECT_TRUE(!lut || (e.is_int() && !asym && sk == ElementKind::fp8_e4m3 && g != Granularity::none)) << f.str();
+            n += 1;
+            n_lut += lut;
           }
   EXPECT_GT(n, 300);
+  // int2..int8, symmetric, scale=fp8_e4m3: 4 granularities without tensor_scale, 3 with (not tensor).
+  EXPECT_EQ(n_lut, 7 * (4 + 3));
 }
 
 std::string parse_error(const char* s) {
@@ -92,7 +112,15 @@ TEST(Format, ErrorsSayWhatWasExpected) {
       {"int4:g0", "is not a group size"},
       {"int4:gx", "unknown option \"gx\""},
       {"int4:g128:channel", "more than one scale granularity"},
-      {"int4:perchannel", "unknown option \"perchannel\"; expected tensor, channel, token, g<G>, asym, scale=<element> or tensor_scale"},
+      {"int4:perchannel", "unknown option \"perchannel\"; expected tensor, channel, token, g<G>, asym, scale=<element>, tensor_scale or lut"},
+      {"int4:g128:lut", "lut needs an FP8 scale type (scale=fp8_e4m3 or scale=fp8_e5m2)"},
+      {"int4:g128:scale=bf16:tensor_scale:lut", "got scale=bf16"},
+      {"int4:g128:asym:scale=fp8_e4m3:lut", "needs a symmetric int element"},
+      {"fp8_e4m3:g128:scale=fp8_e4m3:lut", "needs a symmetric int element"},
+      {"fp6_e3m2:channel:scale=fp8_e4m3:lut", "not fp6_e3m2"},
+      {"int4:scale=fp8_e4m3:lut", "needs a scale granularity"},
+      {"bf16:lut", "bf16 is stored as is and takes no options"},
+      {"int4:g128:scale=fp8_e4m3:lut:lut", "lut given twice"},
       {"fp6_e3m3", "not 6; write fp7_e3m3"},
       {"fp6_e0m5", "at least one exponent bit"},
       {"fp9_e4m4", "at most 7 exponent + mantissa bits"},

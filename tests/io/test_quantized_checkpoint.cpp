@@ -8,6 +8,7 @@
 #include <cstring>
 #include <filesystem>
 
+#include "formats/fp8.h"
 #include "formats/packing.h"
 #include "io/gguf.h"
 #include "io/io_test_util.h"
@@ -35,7 +36,7 @@ const char* format_for(const std::string& name) {
   return "fp6_e3m2:channel";  // down_proj
 }
 
-QuantizedModel tiny_quantized(uint32_t seed = 1) {
+QuantizedModel tiny_quantized(uint32_t seed = 1, const char* (*format_of)(const std::string&) = format_for) {
   test::TinyOptions to;
   to.seed = seed;
   const Checkpoint ck = test::tiny_checkpoint(to);
@@ -51,7 +52,7 @@ QuantizedModel tiny_quantized(uint32_t seed = 1) {
       m.dense[name] = t;
       continue;
     }
-    const Format f = Format::parse(format_for(name));
+    const Format f = Format::parse(format_of(name));
     ++i;
     m.weights[name] = quantize(t.data<float>(), t.dim(0), t.dim(1), f);
     LinearQuantization lq;
@@ -196,6 +197,47 @@ void edit_tensors(const std::string& dir, const std::function<void(std::map<std:
   std::vector<safetensors::TensorToWrite> out;
   for (const auto& [name, t] : all) out.push_back({name, t.dtype, t.shape, t.bytes.data()});
   safetensors::write_file(path, out);
+}
+
+// lut formats (FireQ's INT4 -> FP8 table): with and without a tensor scale, E4M3 and E5M2 scales,
+// a ragged last group.
+const char* lut_format_for(const std::string& name) {
+  if (name.find("up_proj") != std::string::npos) return "int4:g20:scale=fp8_e4m3:lut";
+  if (name.find("down_proj") != std::string::npos) return "int4:channel:scale=fp8_e5m2:tensor_scale:lut";
+  return "int4:g16:scale=fp8_e4m3:tensor_scale:lut";
+}
+
+TEST(QuantizedCheckpoint, LutFormatsRoundTripAndDequantizeThroughTheTable) {
+  ScratchDir tmp;
+  const std::string dir = tmp.file("q");
+  const QuantizedModel m = tiny_quantized(3, lut_format_for);
+  write_quantized_checkpoint(dir, m, {});
+  const QuantizedModel back = read_quantized_checkpoint(dir);
+  expect_equal(m, back);
+  const nlohmann::json config = json_text::parse(json_text::read_file(dir + "/config.json", 1 << 20), "config");
+  const std::string gate = "model.layers.0.mlp.gate_proj";
+  EXPECT_EQ(config["quantization_config"]["linears"][gate + ".weight"]["weights"], "int4:g16:scale=fp8_e4m3:tensor_scale:lut");
+  const auto file = safetensors::File::open(dir + "/model.safetensors");
+  EXPECT_EQ(file->find(gate + ".weight_scale")->dtype, safetensors::Dtype::F8_E4M3);
+  EXPECT_TRUE(file->find(gate + ".weight_tensor_scale"));
+  EXPECT_FALSE(file->find("model.layers.0.mlp.up_proj.weight_tensor_scale"));
+
+  // The simulated weights are the table's values, round(q * sigma) * t, not q * sigma * t.
+  const Checkpoint ck = dequantized_checkpoint(back, dir);
+  int differs = 0;
+  for (const auto& [name, qm] : m.weights) {
+    std::vector<float> expected(size_t(qm.rows * qm.cols));
+    dequantize(qm, expected.data());
+    EXPECT_EQ(std::memcmp(ck.tensor(name).raw(), expected.data(), expected.size() * 4), 0) << name;
+    EXPECT_EQ(ck.source_dtypes.at(name), qm.format.str());
+    for (int64_t r = 0; r < qm.rows; ++r)
+      for (int64_t c = 0; c < qm.cols; ++c) differs += expected[size_t(r * qm.cols + c)] != qm.code_value(r, c) * qm.scale_of(r, c);
+  }
+  EXPECT_GT(differs, 0);
+
+  // A stored scale past 56 (here E4M3's 448) would saturate the table: refused on load.
+  edit_tensors(dir, [&](auto& t) { t[gate + ".weight_scale"].bytes[4] = kE4M3MaxCode; });
+  EXPECT_ERROR(read_quantized_checkpoint(dir), gate + ".weight'", "scale [1, 1] is 448, above 56");
 }
 
 void edit_config(const std::string& dir, const std::function<void(nlohmann::json&)>& edit) {

@@ -19,6 +19,7 @@
 #include "quant/calibration.h"
 #include "quant/quantize_model.h"
 #include "quant/rtn.h"
+#include "quant/smooth.h"
 #include "runtime/cpu_engine.h"
 #include "runtime/model.h"
 #include "runtime/rope_frequencies.h"
@@ -53,6 +54,14 @@ class RecordingLinear final : public cpu::LinearLayer {
   std::string name_;
   Hessians* out_;
 };
+
+std::vector<float> quant_test_gaussian(int64_t n, uint64_t seed, float stddev) {
+  std::mt19937_64 rng(seed);
+  std::normal_distribution<float> nd(0.0f, stddev);
+  std::vector<float> v(static_cast<size_t>(n));
+  for (auto& x : v) x = nd(rng);
+  return v;
+}
 
 std::vector<std::vector<int32_t>> windows_for(const ModelConfig& c, int64_t n, int64_t len, uint64_t seed) {
   std::vector<int32_t> text(400);
@@ -221,6 +230,195 @@ TEST(QuantCalibration, QuantizedModelRoundTripsAndRunsAsCalibrated) {
   const Tensor expected = ref.forward(b);
   ASSERT_EQ(logits.numel(), expected.numel());
   for (int64_t i = 0; i < logits.numel(); ++i) ASSERT_EQ(logits.data<float>()[i], expected.data<float>()[i]) << i;
+  std::filesystem::remove_all(dir);
+}
+
+
+// Smoothing inside the pass (CalibrationOptions::smooth, the recipe transform "smooth"): with
+// the weights left unquantized, the smoothed model computes the original function (g /= s and
+// W's columns *= s cancel up to rounding), and the statistics the pass hands to `quantize` are
+// still X^T X of a plain forward of the model it ends with (the smoothed norms and weights).
+TEST(QuantCalibration, SmoothingKeepsTheFunctionAndThePlainForwardStatistics) {
+  test::TinyOptions to;
+  to.layers = 2;
+  to.bias = true;
+  const Checkpoint ck = test::tiny_checkpoint(to);
+  const ModelConfig& c = ck.config;
+  const int64_t L = 24, H = c.hidden_size;
+  const auto windows = windows_for(c, 5, L, 9);
+  CalibrationModel cm;
+  cm.checkpoint = &ck;
+  cm.rope_inv_freq = rope_frequencies(c, L).inv_freq;
+  Hessians calibrated;
+  std::map<std::string, std::vector<float>> final_weights, norms;
+  std::vector<std::pair<int64_t, LinearInput>> smoothed;
+  CalibrationOptions co;
+  co.chunk_tokens = 2 * L;
+  co.smooth_sample_rows = 50;  // 120 tokens: every 3rd, 40 rows
+  co.smooth = [&](int64_t layer, LinearInput input, const ActivationStats& st, std::span<const CalibratedLinear> lins,
+                  const float* sample, int64_t rows) {
+    smoothed.emplace_back(layer, input);
+    EXPECT_EQ(rows, 40);
+    EXPECT_EQ(lins.size(), input == LinearInput::attention_in ? 3u : 2u);
+    for (const CalibratedLinear& lin : lins) EXPECT_EQ(input_of(lin.kind), input);
+    // The sample rows are stage input rows: within the statistics' per-channel absmax.
+    for (int64_t r = 0; r < rows; ++r)
+      for (int64_t j = 0; j < H; ++j) EXPECT_LE(std::fabs(sample[r * H + j]), st.channel_absmax[size_t(j)]);
+    std::vector<float> s = quant_test_gaussian(H, uint64_t(10 * layer + int(input)), 0.7f);
+    for (float& v : s) v = std::exp(v);  // scales within ~e^{+-2}
+    return s;
+  };
+  co.on_norm_changed = [&](int64_t layer, LinearInput input, std::span<const float> g) {
+    norms[names::layer(layer, input == LinearInput::attention_in ? "input_layernorm.weight"
+                                                                 : "post_attention_layernorm.weight")] =
+        std::vector<float>(g.begin(), g.end());
+  };
+  calibrate_sequentially(
+      cm, windows,
+      [&](int64_t, LinearInput, const ActivationStats& st, std::span<CalibratedLinear> lins) {
+        for (CalibratedLinear& lin : lins) {
+          calibrated[lin.name] = st.hessian;
+          final_weights[lin.name] = lin.weight;  // unquantized: the function must be kept
+        }
+      },
+      co);
+  ASSERT_EQ(smoothed.size(), size_t(2 * c.num_layers));
+  for (size_t i = 0; i < smoothed.size(); ++i)
+    EXPECT_EQ(smoothed[i].second, i % 2 ? LinearInput::mlp_in : LinearInput::attention_in);
+  ASSERT_EQ(norms.size(), size_t(2 * c.num_layers));
+
+  Checkpoint sck = ck;  // the smoothed model
+  for (const auto& [name, w] : final_weights) {
+    Tensor t = Tensor::empty(DType::F32, ck.tensor(name).shape());
+    std::copy(w.begin(), w.end(), t.data_mut<float>());
+    sck.tensors[name] = t;
+  }
+  for (const auto& [name, g] : norms) {
+    Tensor t = Tensor::empty(DType::F32, ck.tensor(name).shape());
+    std::copy(g.begin(), g.end(), t.data_mut<float>());
+    sck.tensors[name] = t;
+  }
+  // The smoothing really changed the model's tensors (so the checks below can fail).
+  const std::string q0 = names::layer(0, "self_attn.q_proj.weight");
+  const Tensor orig_q = convert(ck.tensor(q0), DType::F32);
+  double changed = 0;
+  for (int64_t i = 0; i < orig_q.numel(); ++i)
+    changed = std::max(changed, double(std::fabs(orig_q.data<float>()[i] - final_weights.at(q0)[size_t(i)])));
+  EXPECT_GT(changed, 0.1);
+
+  Hessians plain;
+  CpuEngine engine(sck, 1, L, [&](const std::string& name, const Tensor& w, const Tensor& b) {
+    return std::unique_ptr<cpu::LinearLayer>(new RecordingLinear(make_dense_linear(name, w, b), name, &plain));
+  });
+  CpuEngine original(ck, 1, L, [&](const std::string& name, const Tensor& w, const Tensor& b) {
+    return make_dense_linear(name, w, b);
+  });
+  double max_diff = 0, max_logit = 0;
+  for (const auto& w : windows) {
+    engine.reset(0);
+    original.reset(0);
+    Batch b;
+    b.add_sequence(0, 0, w, Batch::Logits::All);
+    const Tensor y = engine.forward(b), y0 = original.forward(b);
+    for (int64_t i = 0; i < y.numel(); ++i) {
+      max_diff = std::max(max_diff, double(std::fabs(y.data<float>()[i] - y0.data<float>()[i])));
+      max_logit = std::max(max_logit, double(std::fabs(y0.data<float>()[i])));
+    }
+  }
+  // F32 rounding of g / s and W s (one ulp each, ~6e-8 relative) through two blocks: ~1e-6 of
+  // the logits' scale; an unmerged or doubly applied s changes them by tens of percent.
+  EXPECT_LT(max_diff, 1e-5 * max_logit) << "smoothing changed the function";
+  for (const auto& [name, h] : calibrated) {
+    SCOPED_TRACE(name);
+    const std::vector<double>& p = plain.at(name);
+    const int64_t n = int64_t(std::sqrt(double(h.size())));
+    for (int64_t i = 0; i < n; ++i)
+      for (int64_t j = 0; j < n; ++j) {
+        const double tol = 1e-5 * std::sqrt(p[size_t(i * n + i)] * p[size_t(j * n + j)]) + 1e-12;
+        ASSERT_NEAR(h[size_t(i * n + j)], p[size_t(i * n + j)], tol) << "H[" << i << ", " << j << "]";
+      }
+  }
+}
+
+// quantize_model with "transforms": ["smooth"] (alpha searched) and ["smooth:0.5"]: the search
+// never picks a loss above "no smoothing", the smoothed norms are in the checkpoint, and the
+// checkpoint read back runs in the engine (the ppl path) to the logits of the model the pass
+// calibrated, FP8 activation rounding included.
+TEST(QuantCalibration, SmoothedRecipeWritesItsNormsAndRunsAsCalibrated) {
+  test::TinyOptions to;
+  to.layers = 2;
+  const Checkpoint ck = test::tiny_checkpoint(to);
+  const ModelConfig& c = ck.config;
+  const int64_t L = 16;
+  QuantizeModelOptions o;
+  o.windows = windows_for(c, 4, L, 5);
+  o.rope_inv_freq = rope_frequencies(c, L).inv_freq;
+  o.calibration_info = {{"samples", 4}};
+  auto recipe = [](const std::string& transform) {
+    return Recipe::parse(str(R"({"name": "t", "transforms": [")", transform,
+                             R"("], "linear": {"algorithm": "rtn", "weights": "int4:g16", "activations": "fp8_e4m3:token"}})"),
+                         "t.json");
+  };
+  ASSERT_TRUE(recipe("smooth").needs_calibration());  // RTN, but smoothing needs activations
+  {
+    const QuantizedModel q = quantize_model(ck, recipe("smooth"), o);
+    const nlohmann::json& log = q.quantization.calibration.at("smoothing");
+    ASSERT_EQ(log.size(), size_t(2 * c.num_layers));
+    const std::vector<float> grid = default_alpha_grid();
+    for (const auto& e : log) {
+      SCOPED_TRACE(e.dump());
+      EXPECT_LE(e.at("loss").get<double>(), e.at("loss_unsmoothed").get<double>());
+      const std::string norm = names::layer(e.at("layer").get<int64_t>(), e.at("input") == "attention_in"
+                                                                               ? "input_layernorm.weight"
+                                                                               : "post_attention_layernorm.weight");
+      const Tensor g0 = convert(ck.tensor(norm), DType::F32);
+      const Tensor& g = q.dense.at(norm);
+      const bool same = std::equal(g0.data<float>(), g0.data<float>() + g0.numel(), g.data<float>());
+      if (e.at("alpha").is_null()) {
+        EXPECT_TRUE(same);
+      } else {
+        EXPECT_FALSE(same);
+        EXPECT_NE(std::find(grid.begin(), grid.end(), e.at("alpha").get<float>()), grid.end());
+      }
+    }
+  }
+  const QuantizedModel q = quantize_model(ck, recipe("smooth:0.50"), o);
+  EXPECT_EQ(q.quantization.recipe["transforms"], nlohmann::json::array({"smooth:0.5"}));
+  const std::string dir = (std::filesystem::temp_directory_path() / "qf_test_smoothed_model").string();
+  std::filesystem::remove_all(dir);
+  write_quantized_checkpoint(dir, q, {});
+  const QuantizedModel back = read_quantized_checkpoint(dir);
+  for (int64_t l = 0; l < c.num_layers; ++l)
+    for (const char* leaf : {"input_layernorm.weight", "post_attention_layernorm.weight"}) {
+      const std::string name = names::layer(l, leaf);
+      const Tensor g0 = convert(ck.tensor(name), DType::F32);
+      const Tensor& g = back.dense.at(name);
+      ASSERT_EQ(g.numel(), g0.numel());
+      EXPECT_FALSE(std::equal(g0.data<float>(), g0.data<float>() + g0.numel(), g.data<float>())) << name;
+      EXPECT_TRUE(std::equal(g.data<float>(), g.data<float>() + g.numel(), q.dense.at(name).data<float>())) << name;
+    }
+  Model model;
+  model.checkpoint = dequantized_checkpoint(back, dir);
+  model.quantization = back.quantization;
+  EngineOptions eo;
+  eo.slot_capacity = L;
+  auto engine = create_engine(model, eo);
+  Batch b;
+  b.add_sequence(0, 0, o.windows[0], Batch::Logits::All);
+  const Tensor logits = engine->forward(b);
+  Checkpoint hand = dequantized_checkpoint(q, dir);
+  CpuEngine ref(hand, 1, L, [&](const std::string& name, const Tensor& w, const Tensor& bias) {
+    std::unique_ptr<cpu::LinearLayer> inner = make_dense_linear(name, w, bias);
+    if (name.find(".layers.") == std::string::npos) return inner;  // the LM head reads unrounded input
+    return std::unique_ptr<cpu::LinearLayer>(
+        std::make_unique<cpu::ActivationQuantizedLinear>(std::move(inner), Format::parse("fp8_e4m3:token")));
+  });
+  const Tensor expected = ref.forward(b);
+  ASSERT_EQ(logits.numel(), expected.numel());
+  for (int64_t i = 0; i < logits.numel(); ++i) {
+    ASSERT_TRUE(std::isfinite(logits.data<float>()[i]));
+    ASSERT_EQ(logits.data<float>()[i], expected.data<float>()[i]) << i;
+  }
   std::filesystem::remove_all(dir);
 }
 

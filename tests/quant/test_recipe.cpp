@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include <string>
+#include <vector>
 
 #include "core/error.h"
 #include "quant/recipe.h"
@@ -115,6 +116,42 @@ TEST(QuantRecipe, UnknownKeysAndBadValuesAreErrorsNamingTheKey) {
   } catch (const Error& e) {
     EXPECT_NE(std::string(e.what()).find("gptq-w4g128"), std::string::npos) << e.what();  // lists the names
   }
+}
+
+
+TEST(QuantRecipe, SmoothTransformParsesNormalisesAndCalibrates) {
+  const Recipe r = Recipe::parse(R"({"name": "s", "transforms": ["smooth"], "linear": {"weights": "int4:g128"}})", "s.json");
+  ASSERT_TRUE(r.smoothing());
+  EXPECT_FALSE(r.smoothing()->alpha);
+  EXPECT_EQ(r.linear(LinearKind::q_proj).algorithm, WeightAlgorithm::rtn);
+  EXPECT_TRUE(r.needs_calibration());  // RTN, but the scales come from the activations
+  const Recipe f = Recipe::parse(R"({"name": "s", "transforms": ["smooth:0.50"], "linear": {"weights": "int4:g128"}})",
+                                 "s.json");
+  ASSERT_TRUE(f.smoothing() && f.smoothing()->alpha);
+  EXPECT_EQ(*f.smoothing()->alpha, 0.5f);
+  EXPECT_EQ(f.transforms, std::vector<std::string>{"smooth:0.5"});
+  EXPECT_TRUE(Recipe::parse(f.to_json().dump(), "normalised") == f);
+  EXPECT_FALSE(Recipe::parse(R"({"name": "s", "linear": {"weights": "int4:g128"}})", "s.json").smoothing());
+  for (const char* bad : {"smooth:1.5", "smooth:", "smooth:x", "smooth:-0.1", "smooth:0.5x"})
+    EXPECT_NE(error_of(str(R"({"name": "x", "transforms": [")", bad, R"("], "linear": {"weights": "int4:g128"}})"))
+                  .find("alpha must be a number in [0, 1]"),
+              std::string::npos)
+        << bad;
+  // The FireQ recipes: smoothing in the full recipe and its RTN / no-tensor-scale ablations, not
+  // in the no-smooth ablation, which is otherwise the full recipe; the RTN x FP8 baseline.
+  const Recipe fireq = load_recipe("fireq-w4a8"), no_smooth = load_recipe("fireq-w4a8-no-smooth");
+  EXPECT_TRUE(fireq.smoothing() && !fireq.smoothing()->alpha);
+  EXPECT_TRUE(load_recipe("fireq-w4a8-rtn").smoothing());
+  EXPECT_TRUE(load_recipe("fireq-w4a8-no-tensor-scale").smoothing());
+  EXPECT_FALSE(no_smooth.smoothing());
+  EXPECT_TRUE(no_smooth.linears == fireq.linears);
+  const Recipe base = load_recipe("rtn-w4g128-fp8");
+  EXPECT_FALSE(base.smoothing() || base.needs_calibration());
+  EXPECT_EQ(base.linear(LinearKind::gate_proj).weights.str(), "int4:g128");
+  EXPECT_EQ(base.linear(LinearKind::gate_proj).activations->str(), "fp8_e4m3:token");
+  EXPECT_NE(error_of(R"({"name": "x", "transforms": ["smooth", "smooth:0.5"], "linear": {"weights": "int4:g128"}})")
+                .find("listed twice"),
+            std::string::npos);
 }
 
 }  // namespace
