@@ -14,7 +14,9 @@
 # summary is printed last.
 #
 # Steps can be chosen: QF_DEVICE_STEPS="tests model peer" (default: "tests gemm attention model
-# peer ppl", in order; "quantize" times `qforge quantize --recipe gptq-w4g128` on the default
+# peer ppl qppl", in order; "qppl" compares the perplexity through the quantized kernels (fp6, and a
+# carried fireq-w4a8 checkpoint) with the CPU simulation; QF_BENCH_WEIGHTS picks the linear modes
+# of the synthetic bench model runs (default "bf16 w4a8 fp6"); "quantize" times `qforge quantize --recipe gptq-w4g128` on the default
 # model and scores the result; "ppl" compares GPU and CPU perplexity, QF_PPL_ARGS its windows). QF_BENCH_GEMM_ARGS adds arguments to `qforge bench gemm` (e.g. "--models
 # llama2-7b"). QF_BENCH_MODELS: what `bench model` runs (default "llama2-7b default": the
 # synthetic llama2-7b of issue 3's targets, then the default model file when present);
@@ -38,7 +40,7 @@ cd "$(dirname "$0")/.."
 OUT=${OUT:-$(pwd)/out}
 mkdir -p "$OUT"
 BIN=${QF_CARRY_BIN:-.carry/bin}
-STEPS=${QF_DEVICE_STEPS:-tests gemm attention model peer ppl}
+STEPS=${QF_DEVICE_STEPS:-tests gemm attention model peer ppl qppl}
 SUMMARY=$OUT/summary.txt
 : >"$SUMMARY"
 note() { echo "$*" | tee -a "$SUMMARY"; }
@@ -128,14 +130,42 @@ for step in $STEPS; do
       for m in ${QF_BENCH_MODELS:-llama2-7b default}; do
         if [ "$m" = default ]; then
           [ -n "${QF_MODEL:-}" ] || { echo "bench model: the default model is absent, skipped" >&2; continue; }
-          what=""; name=default
+          runs="default:"
         else
-          what="--synthetic $m"; name=$m
+          # Synthetic models once per linear mode (QF_BENCH_WEIGHTS: bf16, w4a8 = FireQ, fp6 = FP6-LLM).
+          runs=""
+          for w in ${QF_BENCH_WEIGHTS:-bf16 w4a8 fp6}; do runs="$runs $m:$w"; done
         fi
-        echo "== bench model $name"
-        # shellcheck disable=SC2086
-        run_step "bench model $name" bash -c "'$BIN/qforge' bench model $what --json-file '$WORK/model_$name.json' ${QF_BENCH_MODEL_ARGS:-} >'$WORK/model_$name.txt' 2>>'$LOG'"
-        tail -n 2 "$LOG"
+        for r in $runs; do
+          m=${r%%:*}; w=${r#*:}
+          if [ "$m" = default ]; then what=""; name=default
+          else what="--synthetic $m --weights $w"; name=$m; [ "$w" = bf16 ] || name=$m-$w; fi
+          echo "== bench model $name"
+          # shellcheck disable=SC2086
+          run_step "bench model $name" bash -c "'$BIN/qforge' bench model $what --json-file '$WORK/model_$name.json' ${QF_BENCH_MODEL_ARGS:-} >'$WORK/model_$name.txt' 2>>'$LOG'"
+          tail -n 2 "$LOG"
+        done
+      done
+      ;;
+    qppl)
+      # Issues 5 and 6: perplexity through the quantized kernels equal to the CPU simulation of the
+      # same checkpoint. Recipes that need no calibration are quantized here (seconds); a
+      # checkpoint carried in .carry/ckpt (config.json, tokenizer.gguf) with its safetensors in
+      # .model_part_ck1/2 (fireq-w4a8: GPTQ calibration is too slow for a device call) runs too.
+      [ -n "${QF_MODEL:-}" ] || { echo "qppl: the default model is absent, skipped" >&2; continue; }
+      ckpts=""
+      for r in ${QF_QPPL_RECIPES:-fp6}; do
+        run_step "quantize $r" bash -c "'$BIN/qforge' quantize '$QF_MODEL' --recipe $r -o '$WORK/q-$r' --force --quiet >>'$LOG' 2>&1"
+        ckpts="$ckpts $r"
+      done
+      if [ -f .carry/ckpt/config.json ] && [ -f .model_part_ck1 ] && [ -f .model_part_ck2 ]; then
+        mkdir -p "$WORK/q-carried" && cp .carry/ckpt/* "$WORK/q-carried/" && cat .model_part_ck1 .model_part_ck2 >"$WORK/q-carried/model.safetensors"
+        ckpts="$ckpts carried"
+      fi
+      for c in $ckpts; do
+        for dev in cuda cpu; do
+          run_step "qppl $c $dev" bash -c "'$BIN/qforge' ppl '$WORK/q-$c' --device $dev ${QF_PPL_ARGS:---ctx 2048 --chunks 16} --json --quiet >'$WORK/qppl_${c}_$dev.json' 2>>'$LOG'"
+        done
       done
       ;;
     peer)
@@ -274,6 +304,21 @@ for name, r in (("cuda", g), ("cpu", c), ("gptq-w4g128 (cpu, simulated)", q)):
         print(f'ppl {name}: {r["ppl"]:.4f} +- {r["ppl_stderr"]:.4f} over {r["tokens"]} tokens (ctx {r["ctx"]}, {r["chunks"]} windows), {r["seconds"]:.1f} s')
 if g and c:
     print(f'ppl cuda vs cpu: {100 * (g["ppl"] / c["ppl"] - 1):+.4f} % (issue 3: within 0.1 %)')
+EOF
+fi
+if ls "$WORK"/qppl_*_cuda.json >/dev/null 2>&1; then
+  python3 - "$WORK" <<'EOF' | tee -a "$SUMMARY"
+import glob, json, os, sys
+for gp in sorted(glob.glob(os.path.join(sys.argv[1], "qppl_*_cuda.json"))):
+    cp = gp[:-len("cuda.json")] + "cpu.json"
+    name = os.path.basename(gp)[5:-len("_cuda.json")]
+    try:
+        g, c = json.load(open(gp)), json.load(open(cp))
+    except Exception as e:
+        print(f"qppl {name}: incomplete ({e})")
+        continue
+    print(f'qppl {name}: kernels {g["ppl"]:.4f}, CPU simulation {c["ppl"]:.4f} over {c["tokens"]} tokens: '
+          f'{100 * (g["ppl"] / c["ppl"] - 1):+.4f} % (issues 5, 6: within 0.1 %)')
 EOF
 fi
 if [ -f "$LOG" ] && grep -q "quantize" "$LOG"; then

@@ -7,6 +7,7 @@
 
 #include <cstdio>
 #include <fstream>
+#include <map>
 #include <iostream>
 #include <memory>
 #include <nlohmann/json.hpp>
@@ -63,6 +64,7 @@ struct AttentionFlags {
 struct ModelFlags {
   std::string model;      // a model file/directory, or empty
   std::string synthetic;  // a synthetic model name, or empty
+  std::string weights = "bf16";  // synthetic: how the linears run (bf16, w4a8, fp6, fp6-e2m3, fp5)
   bool json = false;
   std::string json_file;
   std::vector<std::string> prefill = {"1x512", "1x2048", "4x2048"};
@@ -186,15 +188,38 @@ void run_model_bench(const ModelFlags& f) {
   std::unique_ptr<Model> model;
   ModelConfig config;
   std::string label;
+  CudaLinearMode linears;
   if (!f.synthetic.empty()) {
     config = synthetic_model_config(f.synthetic);
-    label = "synthetic " + f.synthetic + " (random BF16 weights generated on the GPU)";
+    const std::map<std::string, CudaLinearMode> modes = {
+        {"bf16", {}},
+        {"w4a8", {CudaLinears::w4a8, {}}},
+        {"fp6", {CudaLinears::fpx, kFp6E3M2}},
+        {"fp6-e2m3", {CudaLinears::fpx, kFp6E2M3}},
+        {"fp5", {CudaLinears::fpx, kFp5E2M2}}};
+    auto it = modes.find(f.weights);
+    QF_CHECK(it != modes.end(), "bench model: --weights is bf16, w4a8, fp6, fp6-e2m3 or fp5, got \"", f.weights, "\"");
+    linears = it->second;
+    label = "synthetic " + f.synthetic + " (random " +
+            (linears.kind == CudaLinears::w4a8 ? std::string("INT4 lut weights x FP8 activations, FireQ w4a8")
+             : linears.kind == CudaLinears::fpx ? cuda_linears_name(linears) + " weights x BF16 activations, FP6-LLM"
+                                                : std::string("BF16 weights")) +
+            ", generated on the GPU)";
   } else {
+    QF_CHECK(f.weights == "bf16", "bench model: --weights applies to --synthetic models (a checkpoint runs as it is "
+                                  "quantized)");
     const std::string path = resolve_model_path(f.model);
     say("loading " + path);
     model = std::make_unique<Model>(load_model(path));
     config = model->config();
-    label = path + " (weights as BF16)";
+    if (model->quantization) {
+      const std::optional<CudaLinearMode> l = cuda_linears_for(*model->quantization);
+      QF_CHECK(l.has_value(), "bench model: ", path, " rounds activations or the KV cache in a way only the CPU engine "
+                              "simulates; the CUDA engine cannot run it");
+      linears = *l;
+    }
+    label = path + (linears.kind == CudaLinears::bf16 ? std::string(" (weights as BF16)")
+                                                      : " (" + cuda_linears_name(linears) + " linears)");
   }
   // chunk: tokens per prefill pass (the decode cases prefill their context untimed, in passes of
   // at most 2048 tokens, so that a larger --chunk does not cost the KV cache of batch 128 room).
@@ -203,7 +228,8 @@ void run_model_bench(const ModelFlags& f) {
     o.num_slots = slots;
     o.slot_capacity = capacity;
     o.max_chunk_tokens = chunk;
-    if (model) return std::make_unique<CudaEngine>(model->checkpoint, o);
+    o.linears = linears;
+    if (model) return std::make_unique<CudaEngine>(model->checkpoint, o, &model->quantized_weights);
     return std::make_unique<CudaEngine>(config, o, f.seed);
   };
   std::mt19937_64 rng(f.seed);
@@ -650,6 +676,11 @@ void register_bench(CLI::App& app) {
                     "Instead of a file: a model of real shape with random weights made on the GPU: llama2-7b, "
                     "llama3-8b, llama2-70b (140 GB of BF16: needs more than one 80 GB GPU, so it fails with the "
                     "sizes), smollm2-135m");
+  model->add_option("--weights", mf->weights,
+                    "Synthetic models: how the linear layers run: bf16 (default); w4a8 (FireQ: INT4 weights in "
+                    "groups of 128 with FP8 scales x per-token FP8 activations); fp6, fp6-e2m3, fp5 (FP6-LLM: FPx "
+                    "weights with a scale per channel x BF16 activations)")
+      ->capture_default_str();
   model->add_flag("--json", mf->json, "Print one JSON object instead of the table");
   model->add_option("--json-file", mf->json_file, "Also write the JSON object to this file");
   model->add_option("--prefill", mf->prefill, "Prefill cases BATCHxPROMPT (default: 1x512,1x2048,4x2048)")
@@ -669,7 +700,9 @@ void register_bench(CLI::App& app) {
       "\nExamples:\n"
       "  qforge bench model                         # the default model\n"
       "  qforge bench model --synthetic llama2-7b   # the issue-3 targets\n"
-      "  qforge bench model --synthetic llama3-8b --decode-batches 1,8 --json\n");
+      "  qforge bench model --synthetic llama3-8b --decode-batches 1,8 --json\n"
+      "  qforge bench model --synthetic llama2-7b --weights w4a8   # FireQ's linears (issue 6)\n"
+      "  qforge bench model --synthetic llama2-70b --weights fp6   # 70B on one 80 GB GPU (issue 5)\n");
   model->callback([mf] { run_model_bench(*mf); });
 }
 

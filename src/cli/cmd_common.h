@@ -57,12 +57,13 @@ inline Device apply_engine_flags(const EngineFlags& f) {
   return d;
 }
 
-// After loading: a quantized checkpoint that rounds activations or the KV cache runs on the CPU
-// engine (the CUDA engine does not simulate that yet). When --device was not given, switch to
-// the CPU with a note instead of failing; an explicit --device cuda fails in create_engine.
+// After loading: a quantized checkpoint that rounds activations or the KV cache in a way the
+// CUDA engine does not run (anything but FireQ's w4a8, engine.h cuda_runs_natively) runs on the
+// CPU engine. When --device was not given, switch to the CPU with a note instead of failing; an
+// explicit --device cuda fails in create_engine.
 inline Device settle_device(const EngineFlags& f, Device d, const Model& model) {
-  if (d == Device::Cuda && f.device.empty() && rounds_activations_or_kv(model)) {
-    std::fprintf(stderr, "qforge: this checkpoint rounds activations or the KV cache, which only the CPU engine "
+  if (d == Device::Cuda && f.device.empty() && !cuda_runs_natively(model)) {
+    std::fprintf(stderr, "qforge: this checkpoint rounds activations or the KV cache in a way only the CPU engine "
                          "simulates: running on the CPU (--device cpu)\n");
     return Device::Cpu;
   }

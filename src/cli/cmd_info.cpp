@@ -7,6 +7,7 @@
 
 #include "cli/cmd_common.h"
 #include "cli/commands.h"
+#include "runtime/cuda_engine.h"
 #include "tokenizer/chat_template.h"
 
 namespace qf::cli {
@@ -100,8 +101,16 @@ void run_info(const std::string& model_arg) {
     for (const auto& [f, n] : formats) ftext += str(ftext.empty() ? "" : ", ", f, " (", n, ")");
     std::printf("quantized      recipe %s; weights x activations: %s; KV cache %s\n", q.recipe_name.c_str(),
                 ftext.c_str(), q.kv_cache ? q.kv_cache->str().c_str() : "f32");
-    std::printf("on disk        %s; runs simulated (weights dequantized exactly, activations rounded)\n",
-                bytes_text(double(directory_size_bytes(path))).c_str());
+    std::printf("on disk        %s\n", bytes_text(double(directory_size_bytes(path))).c_str());
+    // Where it runs as stored: the CPU simulates every format exactly; the CUDA engine runs the
+    // ones it has kernels for (runtime/cuda_engine.h cuda_linears_for).
+    const std::optional<CudaLinearMode> cuda = cuda_linears_for(q);
+    std::string gpu = "not natively (activation / KV-cache rounding only the CPU simulates)";
+    if (cuda && cuda->kind == CudaLinears::w4a8) gpu = "FireQ INT4 x FP8 kernels (w4a8)";
+    else if (cuda && cuda->kind == CudaLinears::fpx) gpu = cuda_linears_name(*cuda) + " x BF16 kernels (FP6-LLM)";
+    else if (cuda) gpu = "as BF16 (weights dequantized)";
+    std::printf("runs           CPU: simulated exactly (weights dequantized, activations rounded); CUDA: %s\n",
+                gpu.c_str());
   }
   std::printf("tokenizer      %s, %ld tokens, BOS %d%s, EOS %d\n", m.tokenizer.kind().c_str(),
               long(m.tokenizer.vocab_size()), m.tokenizer.bos_id(), m.tokenizer.adds_bos() ? " (added)" : " (not added)",

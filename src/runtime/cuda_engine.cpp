@@ -2,6 +2,41 @@
 
 #include "core/error.h"
 
+namespace qf {
+
+std::string cuda_linears_name(const CudaLinearMode& m) {
+  switch (m.kind) {
+    case CudaLinears::w4a8: return "w4a8";
+    case CudaLinears::fpx: return ElementType::fpx(m.fpx).str();
+    default: return "bf16";
+  }
+}
+
+std::optional<CudaLinearMode> cuda_linears_for(const QuantizationConfig& q) {
+  if (q.kv_cache) return std::nullopt;
+  bool any_rounding = false, all_w4a8 = !q.linears.empty(), all_fpx = !q.linears.empty();
+  const Format token = Format::parse("fp8_e4m3:token");
+  std::optional<ElementType> fpx;
+  for (const auto& [name, l] : q.linears) {
+    any_rounding = any_rounding || l.activations.has_value();
+    const Format& w = l.weights;
+    all_w4a8 = all_w4a8 && w.element == ElementType::integer(4) && !w.asymmetric &&
+               w.granularity == Granularity::group && w.group_size == 128 &&
+               w.scale_type == ElementType::of(ElementKind::fp8_e4m3) && w.lut && l.activations && *l.activations == token;
+    // The FPx kernels' blob holds one F32 effective scale per row: any channel scale, any type.
+    const bool is_fpx = w.element.kind == ElementKind::fpx && w.granularity == Granularity::channel &&
+                        (w.element.bits() == 5 || w.element.bits() == 6) && (!fpx || *fpx == w.element);
+    if (is_fpx) fpx = w.element;
+    all_fpx = all_fpx && is_fpx;
+  }
+  if (all_w4a8) return CudaLinearMode{CudaLinears::w4a8, {}};
+  if (any_rounding) return std::nullopt;
+  if (all_fpx) return CudaLinearMode{CudaLinears::fpx, fpx->fpx_type()};
+  return CudaLinearMode{};
+}
+
+}  // namespace qf
+
 #ifdef QF_HAVE_CUDA
 
 #include <cuda_bf16.h>
@@ -18,12 +53,15 @@
 #include "backends/cuda/cuda_check.h"
 #include "backends/cuda/device.h"
 #include "backends/cuda/embedding.h"
+#include "backends/cuda/fpx_gemm.h"
 #include "backends/cuda/gather.h"
 #include "backends/cuda/kv_cache.h"
 #include "backends/cuda/linear.h"
 #include "backends/cuda/norm.h"
 #include "backends/cuda/random.h"
 #include "backends/cuda/rope_kv.h"
+#include "backends/cuda/w4a8_gemm.h"
+#include "backends/cuda/weight_prepack.h"
 #include "formats/convert.h"
 #include "runtime/rope_frequencies.h"
 
@@ -99,10 +137,24 @@ struct CudaEngine::Impl {
   cuda::LinearRegistry linears;
   cuda::CublasLt head_lt;
   const cuda::LinearKey key{cuda::bf16_format(), cuda::bf16_format(), cuda::Backend::cuda};
+  const cuda::LinearKey key_w4a8{cuda::w4a8_weight_format(), cuda::fp8_token_format(), cuda::Backend::cuda};
+  cuda::LinearKey key_fpx;  // fpx: {the FPx channel format, bf16}
+  bool w4a8 = false;        // o.linears.kind == w4a8
+  bool fpx = false;         // o.linears.kind == fpx
+  bool packed() const { return w4a8 || fpx; }  // the block linears are pre-packed blobs
 
+  // The four GEMMs of a block: fused q/k/v, o, fused gate/up, down.
+  enum Gemm { kQkv, kO, kGateUp, kDown };
+  int64_t gemm_n[4] = {}, gemm_k[4] = {};
   struct Layer {
-    bf16 *qkv = nullptr, *o = nullptr, *gu = nullptr, *down = nullptr;
+    bf16 *qkv = nullptr, *o = nullptr, *gu = nullptr, *down = nullptr;  // bf16 linears
+    uint8_t* blob[4] = {};                                                // w4a8 / fpx linears (weight_prepack.h)
     float *attn_norm = nullptr, *mlp_norm = nullptr;
+    const void* weight(Gemm g, bool w4) const {
+      if (w4) return blob[g];
+      const bf16* w[4] = {qkv, o, gu, down};
+      return w[g];
+    }
   };
   std::vector<Layer> layers;
   bf16* embed = nullptr;
@@ -119,6 +171,8 @@ struct CudaEngine::Impl {
        *head_in = nullptr;
   float* logits = nullptr;
   void* decode_ws = nullptr;
+  __nv_fp8_e4m3* xq = nullptr;  // w4a8: a linear's input in FP8 ...
+  float* xs = nullptr;          // ... and its per-token scales
 
   // Per-pass metadata: one int32 buffer on the device at fixed offsets (a captured graph reads
   // the same addresses on every replay), filled from one of two pinned host buffers (the next
@@ -174,17 +228,34 @@ struct CudaEngine::Impl {
   Impl(const ModelConfig& config, const CudaEngineOptions& options);
   ~Impl();
   void allocate();
-  void upload_checkpoint(const Checkpoint& ck);
+  void upload_checkpoint(const Checkpoint& ck, const std::map<std::string, QuantizedMatrix>* quantized);
   void fill_synthetic(uint64_t seed);
 
-  void linear(const bf16* x, const bf16* w, bf16* y, int64_t m, int64_t n, int64_t k) {
+  // y[m, n] = x[m, k] · W^T for GEMM g of layer L, in the engine's linear mode. w4a8 takes its
+  // input from xq / xs (FP8 codes and per-token scales), which the kernel before it wrote
+  // (add_rmsnorm_fp8, silu_mul_fp8) or, given x, quantize_fp8_per_token writes first.
+  void linear(const bf16* x, const Layer& L, Gemm g, bf16* y, int64_t m) {
+    const int64_t n = gemm_n[g], k = gemm_k[g];
     cuda::LinearArgs a;
     a.shape = {m, n, k};
-    a.x = x;
-    a.w = w;
+    a.w = L.weight(g, packed());
     a.y = y;
     a.stream = stream;
-    linears.run(key, a);
+    if (w4a8) {
+      if (x) cuda::quantize_fp8_per_token(x, xq, xs, m, k, stream);
+      a.x = xq;
+      a.x_scale = xs;
+      linears.run(key_w4a8, a);
+    } else {
+      a.x = x;
+      linears.run(fpx ? key_fpx : key, a);
+    }
+  }
+  // residual += delta; then the normalised rows become the next linear's input: BF16 `normed`,
+  // or, for w4a8, xq / xs straight from FP32.
+  void add_norm(const bf16* delta, int64_t T, const float* weight) {
+    if (w4a8) cuda::add_rmsnorm_fp8(residual, delta, T, H, weight, float(c.rms_norm_eps), xq, xs, stream);
+    else cuda::add_rmsnorm(residual, delta, T, H, weight, float(c.rms_norm_eps), normed, stream);
   }
   const int32_t* meta(size_t offset) const { return meta_dev + offset; }
   int32_t* host_meta() { return meta_host[meta_turn]; }
@@ -220,6 +291,21 @@ CudaEngine::Impl::Impl(const ModelConfig& config, const CudaEngineOptions& optio
   head_rows = std::max<int64_t>(std::min<int64_t>(tmax, 512), o.num_slots);
   max_blocks = int((o.slot_capacity + cuda::kKvBlockTokens - 1) / cuda::kKvBlockTokens);
   att = {int(c.num_heads), int(c.num_kv_heads), int(c.head_dim), float(1.0 / std::sqrt(double(c.head_dim)))};
+  w4a8 = o.linears.kind == CudaLinears::w4a8;
+  fpx = o.linears.kind == CudaLinears::fpx;
+  if (fpx) {
+    QF_CHECK(cuda::fpx_gemm_has_kernel(o.linears.fpx), "no FPx kernel for ", cuda_linears_name(o.linears));
+    key_fpx = {Format::parse(cuda_linears_name(o.linears) + ":channel"), cuda::bf16_format(), cuda::Backend::cuda};
+  }
+  const int64_t n[4] = {qkv_dim, H, 2 * F, H}, k[4] = {H, q_dim, H, F};
+  for (int g = 0; g < 4; ++g) {
+    gemm_n[g] = n[g];
+    gemm_k[g] = k[g];
+    QF_CHECK(!w4a8 || cuda::w4a8_supports(1, n[g], k[g]), "the w4a8 kernels need every linear's input width to be ",
+             "a multiple of 32; this model has ", k[g]);
+    QF_CHECK(!fpx || cuda::fpx_gemm_supports(o.linears.fpx, 1, n[g], k[g]), "the FPx kernels need every linear's ",
+             "input width to be a multiple of 8; this model has ", k[g]);
+  }
   const cuda::DeviceInfo& info = cuda::device_info();
   device_name = info.name;
   sm_count = info.sm_count;
@@ -246,7 +332,12 @@ void CudaEngine::Impl::allocate() {
   w += bytes(size_t(V * H) * 2);                          // embedding
   if (!c.tie_word_embeddings) w += bytes(size_t(V * H) * 2);  // LM head
   w += bytes(size_t(H) * 4);                              // final norm
-  const size_t per_layer = size_t(qkv_dim * H + H * q_dim + 2 * F * H + H * F) * 2;
+  auto gemm_bytes = [&](int g) {
+    if (w4a8) return cuda::w4a8_packed_layout(gemm_n[g], gemm_k[g]).total_bytes();
+    if (fpx) return cuda::fpx_packed_layout(o.linears.fpx, gemm_n[g], gemm_k[g]).total_bytes();
+    return size_t(gemm_n[g] * gemm_k[g]) * 2;
+  };
+  const size_t per_layer = gemm_bytes(kQkv) + gemm_bytes(kO) + gemm_bytes(kGateUp) + gemm_bytes(kDown);
   w += size_t(c.num_layers) * (per_layer + 2 * size_t(H) * 4);
   allocations += size_t(c.num_layers) * 6;
   weight_bytes = w;
@@ -277,13 +368,13 @@ void CudaEngine::Impl::allocate() {
   size_t scratch = bytes(T * H * 4) + bytes(T * H * 2) * 2 + bytes(T * qkv_dim * 2) + bytes(T * q_dim * 2) +
                    bytes(T * 2 * F * 2) + bytes(T * F * 2) + bytes(T * H * 2) +
                    bytes(size_t(head_rows) * V * 4) + bytes(ws) + bytes(off.total * 4) +
-                   bytes(size_t(c.head_dim / 2) * 8);
+                   bytes(size_t(c.head_dim / 2) * 8) + (w4a8 ? bytes(T * size_t(std::max({H, q_dim, F}))) + bytes(T * 4) : 0);
   const size_t arena_bytes = w + kv_bytes + scratch + (allocations + 8) * kAlignSlack;
   // Outside the arena: two cuBLASLt workspaces (the registry's and the LM head's).
   const size_t total = arena_bytes + 2 * cuda::CublasLt::kWorkspaceBytes;
   const cuda::MemoryInfo mem = cuda::device_memory();
   QF_CHECK(total <= mem.free_bytes, "the CUDA engine for ", c.name.empty() ? std::string("this model") : c.name,
-           " does not fit on ", device_name, ": it needs ", cuda::size_str(total), " (BF16 weights ",
+           " does not fit on ", device_name, ": it needs ", cuda::size_str(total), " (", cuda_linears_name(o.linears), " weights ",
            cuda::size_str(w), ", KV cache ", cuda::size_str(kv_bytes), " for ", o.num_slots, " slots x ",
            o.slot_capacity, " tokens, scratch ", cuda::size_str(scratch + 2 * cuda::CublasLt::kWorkspaceBytes),
            " for passes of ", tmax, " tokens) but only ", cuda::size_str(mem.free_bytes), " of ",
@@ -297,10 +388,15 @@ void CudaEngine::Impl::allocate() {
   final_norm = arena.alloc_n<float>(size_t(H), "the final norm");
   layers.resize(size_t(c.num_layers));
   for (Layer& L : layers) {
-    L.qkv = arena.alloc_n<bf16>(size_t(qkv_dim * H), "q/k/v weights");
-    L.o = arena.alloc_n<bf16>(size_t(H * q_dim), "o_proj weights");
-    L.gu = arena.alloc_n<bf16>(size_t(2 * F * H), "gate/up weights");
-    L.down = arena.alloc_n<bf16>(size_t(H * F), "down_proj weights");
+    if (packed()) {
+      const char* what[4] = {"q/k/v weights", "o_proj weights", "gate/up weights", "down_proj weights"};
+      for (int g = 0; g < 4; ++g) L.blob[g] = arena.alloc_n<uint8_t>(gemm_bytes(g), what[g]);
+    } else {
+      L.qkv = arena.alloc_n<bf16>(size_t(qkv_dim * H), "q/k/v weights");
+      L.o = arena.alloc_n<bf16>(size_t(H * q_dim), "o_proj weights");
+      L.gu = arena.alloc_n<bf16>(size_t(2 * F * H), "gate/up weights");
+      L.down = arena.alloc_n<bf16>(size_t(H * F), "down_proj weights");
+    }
     L.attn_norm = arena.alloc_n<float>(size_t(H), "input_layernorm");
     L.mlp_norm = arena.alloc_n<float>(size_t(H), "post_attention_layernorm");
   }
@@ -328,6 +424,10 @@ void CudaEngine::Impl::allocate() {
   decode_ws = arena.alloc(std::max<size_t>(ws, 16), "the decode attention workspace");
   meta_dev = arena.alloc_n<int32_t>(off.total, "batch metadata");
   inv_freq = arena.alloc_n<double>(size_t(c.head_dim / 2), "RoPE frequencies");
+  if (w4a8) {
+    xq = arena.alloc_n<__nv_fp8_e4m3>(T * size_t(std::max({H, q_dim, F})), "FP8 linear inputs");
+    xs = arena.alloc_n<float>(T, "per-token FP8 scales");
+  }
 
   for (int i = 0; i < 2; ++i) {
     QF_CUDA_CHECK(cudaMallocHost(&meta_host[i], off.total * 4));
@@ -339,7 +439,9 @@ void CudaEngine::Impl::allocate() {
   linears.kernels();  // nothing to create yet; the first run makes the cuBLASLt handle
 }
 
-void CudaEngine::Impl::upload_checkpoint(const Checkpoint& ck) {
+void CudaEngine::Impl::upload_checkpoint(const Checkpoint& ck, const std::map<std::string, QuantizedMatrix>* quantized) {
+  QF_CHECK(!packed() || quantized, "internal: the ", cuda_linears_name(o.linears),
+           " CUDA engine needs the quantized matrices");
   auto upload = [&](void* dst, const std::string& name, int64_t rows, int64_t cols, DType dtype) {
     const Tensor& t = ck.tensor(name);
     QF_CHECK(t.numel() == rows * cols, ck.path, ": ", name, " has shape ", shape_str(t.shape()), ", expected [",
@@ -353,6 +455,30 @@ void CudaEngine::Impl::upload_checkpoint(const Checkpoint& ck) {
   for (int64_t i = 0; i < c.num_layers; ++i) {
     auto N = [&](const std::string& leaf) { return names::layer(i, leaf); };
     Layer& L = layers[size_t(i)];
+    if (packed()) {
+      auto q = [&](const std::string& leaf) -> const QuantizedMatrix* {
+        auto it = quantized->find(N(leaf));
+        QF_CHECK(it != quantized->end(), ck.path, ": ", N(leaf), " is not quantized");
+        return &it->second;
+      };
+      const std::vector<std::vector<const QuantizedMatrix*>> parts = {
+          {q("self_attn.q_proj.weight"), q("self_attn.k_proj.weight"), q("self_attn.v_proj.weight")},
+          {q("self_attn.o_proj.weight")},
+          {q("mlp.gate_proj.weight"), q("mlp.up_proj.weight")},
+          {q("mlp.down_proj.weight")}};
+      for (int g = 0; g < 4; ++g) {
+        const std::vector<uint8_t> blob =
+            w4a8 ? cuda::prepack_w4a8_weights(parts[size_t(g)]) : cuda::prepack_fpx_weights(parts[size_t(g)]);
+        const size_t want = w4a8 ? cuda::w4a8_packed_layout(gemm_n[g], gemm_k[g]).total_bytes()
+                                 : cuda::fpx_packed_layout(o.linears.fpx, gemm_n[g], gemm_k[g]).total_bytes();
+        QF_CHECK(blob.size() == want, ck.path, ": layer ", i, " linear ", g, " has the wrong shape for this model");
+        cuda::copy_to_device(L.blob[g], blob.data(), blob.size(), stream);
+        stream.synchronize();  // `blob` is freed at the end of this iteration
+      }
+      upload(L.attn_norm, N("input_layernorm.weight"), 1, H, DType::F32);
+      upload(L.mlp_norm, N("post_attention_layernorm.weight"), 1, H, DType::F32);
+      continue;
+    }
     upload(L.qkv, N("self_attn.q_proj.weight"), q_dim, H, DType::BF16);
     upload(L.qkv + q_dim * H, N("self_attn.k_proj.weight"), kv_dim, H, DType::BF16);
     upload(L.qkv + (q_dim + kv_dim) * H, N("self_attn.v_proj.weight"), kv_dim, H, DType::BF16);
@@ -378,6 +504,42 @@ void CudaEngine::Impl::fill_synthetic(uint64_t seed) {
   if (!c.tie_word_embeddings) normal(head, size_t(V * H), 1.0 / std::sqrt(double(H)));
   norm(final_norm);
   for (Layer& L : layers) {
+    if (w4a8) {
+      // Codes uniform over the 16 (every nibble occurs), group scales E4M3 in [8, 16], and a row
+      // scale that makes the weights' spread 1/sqrt(in) like the BF16 case: q has standard
+      // deviation ~4.6 and sigma ~12 on average, so t ~ 1 / (55 sqrt(in)).
+      for (int g = 0; g < 4; ++g) {
+        const cuda::W4a8PackedLayout l = cuda::w4a8_packed_layout(gemm_n[g], gemm_k[g]);
+        const float t = float(1.0 / (55.0 * std::sqrt(double(gemm_k[g]))));
+        cuda::fill_random(L.blob[g], RandomType::fp8_e4m3, l.code_bytes(), RandomSpec::uniform_in(-448.f, 448.f), ++s, stream);
+        cuda::fill_random(L.blob[g] + l.scale_offset(), RandomType::fp8_e4m3, size_t(l.n * l.scale_stride()),
+                          RandomSpec::uniform_in(8.f, 16.f), ++s, stream);
+        cuda::fill_random(L.blob[g] + l.row_scale_offset(), RandomType::f32, size_t(l.n),
+                          RandomSpec::uniform_in(0.9f * t, 1.1f * t), ++s, stream);
+      }
+      norm(L.attn_norm);
+      norm(L.mlp_norm);
+      continue;
+    }
+    if (fpx) {
+      // Codes uniform over the whole code space (random bytes, as qforge bench gemm makes them),
+      // channel scales 1 / (rms * sqrt(in)) with rms the root mean square of the type's values
+      // over uniform codes, so that the weights' spread is 1/sqrt(in).
+      double sum2 = 0;
+      const int codes = 1 << ElementType::fpx(o.linears.fpx).bits();
+      for (int cd = 0; cd < codes; ++cd) sum2 += double(fpx_decode(uint8_t(cd), o.linears.fpx)) * fpx_decode(uint8_t(cd), o.linears.fpx);
+      const double rms = std::sqrt(sum2 / codes);
+      for (int g = 0; g < 4; ++g) {
+        const cuda::FpxPackedLayout l = cuda::fpx_packed_layout(o.linears.fpx, gemm_n[g], gemm_k[g]);
+        const float sc = float(1.0 / (rms * std::sqrt(double(gemm_k[g]))));
+        cuda::fill_random(L.blob[g], RandomType::fp8_e4m3, l.code_bytes(), RandomSpec::uniform_in(-448.f, 448.f), ++s, stream);
+        cuda::fill_random(L.blob[g] + l.scale_offset(), RandomType::f32, l.scale_count(),
+                          RandomSpec::uniform_in(0.9f * sc, 1.1f * sc), ++s, stream);
+      }
+      norm(L.attn_norm);
+      norm(L.mlp_norm);
+      continue;
+    }
     // Weights ~ N(0, 1/in): each output of a linear layer keeps the unit scale of its inputs.
     normal(L.qkv, size_t(qkv_dim * H), 1.0 / std::sqrt(double(H)));
     normal(L.o, size_t(H * q_dim), 1.0 / std::sqrt(double(q_dim)));
@@ -435,9 +597,9 @@ void CudaEngine::Impl::enqueue_body(int64_t T, int64_t R, int max_q_len, bool de
   const int splits = decode ? cuda::decode_attention_num_splits(int(T), att, int(o.slot_capacity), sm_count) : 1;
   for (size_t l = 0; l < layers.size(); ++l) {
     const Layer& L = layers[l];
-    cuda::add_rmsnorm(residual, hidden, T, H, L.attn_norm, eps, normed, stream);
+    add_norm(hidden, T, L.attn_norm);
     mark("add+rmsnorm");
-    linear(normed, L.qkv, qkv, T, qkv_dim, H);
+    linear(w4a8 ? nullptr : normed, L, kQkv, qkv, T);
     mark("linear qkv");
     // Queries rotated in place, keys rotated into the cache, values copied there.
     cuda::rope_kv_append(qkv, qkv_dim, int(c.num_heads), int(c.num_kv_heads), int(c.head_dim), meta(off.pos),
@@ -476,15 +638,16 @@ void CudaEngine::Impl::enqueue_body(int64_t T, int64_t R, int max_q_len, bool de
       cuda::prefill_attention(a, stream);
       mark("attention (prefill)");
     }
-    linear(attn, L.o, hidden, T, H, q_dim);
+    linear(attn, L, kO, hidden, T);
     mark("linear o");
-    cuda::add_rmsnorm(residual, hidden, T, H, L.mlp_norm, eps, normed, stream);
+    add_norm(hidden, T, L.mlp_norm);
     mark("add+rmsnorm");
-    linear(normed, L.gu, gu, T, 2 * F, H);
+    linear(w4a8 ? nullptr : normed, L, kGateUp, gu, T);
     mark("linear gate_up");
-    cuda::silu_mul(gu, gu + F, 2 * F, act, F, T, F, stream);
+    if (w4a8) cuda::silu_mul_fp8(gu, gu + F, 2 * F, xq, xs, T, F, stream);
+    else cuda::silu_mul(gu, gu + F, 2 * F, act, F, T, F, stream);
     mark("silu*mul");
-    linear(act, L.down, hidden, T, H, F);
+    linear(w4a8 ? nullptr : act, L, kDown, hidden, T);
     mark("linear down");
   }
   cuda::add_rmsnorm(residual, hidden, T, H, final_norm, eps, normed, stream);
@@ -587,11 +750,12 @@ void CudaEngine::Impl::forward_chunks(const Batch& b, const std::vector<int32_t>
   }
 }
 
-CudaEngine::CudaEngine(const Checkpoint& checkpoint, const CudaEngineOptions& options) {
+CudaEngine::CudaEngine(const Checkpoint& checkpoint, const CudaEngineOptions& options,
+                       const std::map<std::string, QuantizedMatrix>* quantized) {
   ModelConfig c = checkpoint.config;
   if (c.name.empty()) c.name = checkpoint.path;
   impl_ = std::make_unique<Impl>(c, options);
-  impl_->upload_checkpoint(checkpoint);
+  impl_->upload_checkpoint(checkpoint, quantized);
   impl_->stream.synchronize();
 }
 
@@ -603,7 +767,12 @@ CudaEngine::CudaEngine(const ModelConfig& config, const CudaEngineOptions& optio
 CudaEngine::~CudaEngine() = default;
 
 const ModelConfig& CudaEngine::config() const { return impl_->c; }
-std::string CudaEngine::describe() const { return str("cuda (", impl_->device_name, ", BF16)"); }
+std::string CudaEngine::describe() const {
+  const Impl& I = *impl_;
+  if (I.w4a8) return str("cuda (", I.device_name, ", INT4 x FP8 linears (FireQ w4a8))");
+  if (I.fpx) return str("cuda (", I.device_name, ", ", cuda_linears_name(I.o.linears), " x BF16 linears (FP6-LLM))");
+  return str("cuda (", I.device_name, ", BF16)");
+}
 int CudaEngine::num_slots() const { return impl_->o.num_slots; }
 int64_t CudaEngine::slot_capacity() const { return impl_->o.slot_capacity; }
 int64_t CudaEngine::slot_length(int slot) const {

@@ -23,18 +23,48 @@
 #pragma once
 
 #include <cstdint>
+#include <map>
 #include <memory>
+#include <optional>
 #include <string>
 #include <utility>
 #include <vector>
 
+#include "formats/fpx.h"
+#include "formats/quantize.h"
 #include "io/checkpoint.h"
+#include "io/quantized_checkpoint.h"
 #include "runtime/engine.h"
 
 namespace qf {
 
+// How the CUDA engine runs a block's seven linear layers.
+enum class CudaLinears : uint8_t {
+  bf16,  // BF16 weights (a quantized checkpoint's weights dequantized), BF16 activations
+  w4a8,  // FireQ: INT4 lut weights (int4:g128:scale=fp8_e4m3[:tensor_scale]:lut) x per-token
+         // FP8 E4M3 activations, through w4a8_gemm.h's kernels; each linear's input is quantized
+         // in FP8 straight from FP32 by the kernel that makes it (add_rmsnorm_fp8 before q/k/v and
+         // gate/up, silu_mul_fp8 before down; the attention output by quantize_fp8_per_token)
+  fpx,   // FP6-LLM: FPx weights with one scale per output channel (fp6_e3m2 / fp6_e2m3 /
+         // fp5_e2m2:channel) x BF16 activations, through fpx_gemm.h's kernels
+};
+struct CudaLinearMode {
+  CudaLinears kind = CudaLinears::bf16;
+  FpxType fpx{};  // kind == fpx: the weights' element type
+  bool operator==(const CudaLinearMode&) const = default;
+};
+std::string cuda_linears_name(const CudaLinearMode& m);  // "bf16", "w4a8", "fp6_e3m2", ...
+
+// How the CUDA engine runs a quantized checkpoint exactly as its quantization_config says, or
+// nothing when it cannot (activation or KV-cache rounding other than FireQ's w4a8: those are CPU
+// simulations). FireQ's formats run as w4a8; one FPx channel format in every linear (FP6-LLM's
+// recipes) as fpx; other weight-only formats as bf16 (their dequantized values; BF16 holds
+// <= 8-bit grids with BF16-representable scales exactly, else rounds once).
+std::optional<CudaLinearMode> cuda_linears_for(const QuantizationConfig& q);
+
 struct CudaEngineOptions {
   int num_slots = 1;
+  CudaLinearMode linears;
   int64_t slot_capacity = 2048;    // tokens per slot (the KV cache holds num_slots x this)
   int64_t max_chunk_tokens = 2048; // tokens per prefill pass
   bool use_graphs = true;          // capture pure-decode steps as CUDA graphs
@@ -47,11 +77,15 @@ std::vector<std::string> synthetic_model_names();
 
 class CudaEngine final : public Engine {
  public:
-  // Uploads the checkpoint's weights as BF16. Throws qf::Error on an unsupported model
+  // Uploads the checkpoint's weights as BF16, or, with options.linears w4a8 / fpx, the block
+  // linears from `quantized` (the checkpoint's quantized matrices by canonical name, in that
+  // mode's formats), pre-packed (weight_prepack.h). Throws qf::Error on an unsupported model
   // (attention bias, dynamic NTK RoPE, head dim other than 64/128), no GPU, or too little memory.
-  CudaEngine(const Checkpoint& checkpoint, const CudaEngineOptions& options);
+  CudaEngine(const Checkpoint& checkpoint, const CudaEngineOptions& options,
+             const std::map<std::string, QuantizedMatrix>* quantized = nullptr);
   // Real-shape weights generated on the GPU (never zeros; linear weights ~ N(0, 1/in_features),
-  // so activations keep unit scale through the layers). `seed` fixes them.
+  // so activations keep unit scale through the layers; w4a8 / fpx: random codes and scales with
+  // the same spread). `seed` fixes them.
   CudaEngine(const ModelConfig& config, const CudaEngineOptions& options, uint64_t seed);
   ~CudaEngine() override;
 

@@ -96,11 +96,8 @@ Device default_device() {
 #endif
 }
 
-bool rounds_activations_or_kv(const Model& model) {
-  if (!model.quantization) return false;
-  bool rounds = model.quantization->kv_cache.has_value();
-  for (const auto& [name, q] : model.quantization->linears) rounds = rounds || q.activations.has_value();
-  return rounds;
+bool cuda_runs_natively(const Model& model) {
+  return !model.quantization || cuda_linears_for(*model.quantization).has_value();
 }
 
 std::unique_ptr<Engine> create_engine(const Model& model, const EngineOptions& options) {
@@ -135,15 +132,17 @@ std::unique_ptr<Engine> create_engine(const Model& model, const EngineOptions& o
       require_device(Device::Cuda);
       QF_CHECK(options.activation_format.empty() && options.kv_cache_format.empty(),
                "activation and KV-cache format simulations run on the CPU engine only (--device cpu)");
-      // The CUDA engine runs the dequantized weights in BF16; it cannot round activations or
-      // the KV cache as this checkpoint asks, and silently ignoring that would misreport it.
-      QF_CHECK(!rounds_activations_or_kv(model), "this quantized checkpoint rounds activations or the KV cache (a "
-                                                 "simulation of the CPU engine); run it with --device cpu");
+      // The CUDA engine runs weight-only checkpoints as BF16 and FireQ's w4a8 linears with their
+      // own kernels; other activation or KV-cache rounding it cannot do, and silently ignoring
+      // it would misreport the checkpoint.
+      QF_CHECK(cuda_runs_natively(model), "this quantized checkpoint rounds activations or the KV cache in a way only "
+                                          "the CPU engine simulates; run it with --device cpu");
 #ifdef QF_HAVE_CUDA
       CudaEngineOptions o;
       o.num_slots = options.num_slots;
       o.slot_capacity = capacity;
-      return std::make_unique<CudaEngine>(model.checkpoint, o);
+      if (model.quantization) o.linears = *cuda_linears_for(*model.quantization);
+      return std::make_unique<CudaEngine>(model.checkpoint, o, &model.quantized_weights);
 #endif
     }
   }

@@ -98,8 +98,9 @@ struct EngineOptions {
 // GPU is present.
 std::unique_ptr<Engine> create_engine(const Model& model, const EngineOptions& options);
 
-// Whether a quantized checkpoint asks for activations or the KV cache to be rounded (which only
-// the CPU engine simulates today).
-bool rounds_activations_or_kv(const Model& model);
+// Whether the CUDA engine runs this model as its checkpoint says: unquantized, weight-only
+// quantized (as BF16), or FireQ's w4a8 linears (INT4 lut weights x per-token FP8 activations).
+// False for other activation or KV-cache rounding, which only the CPU engine simulates.
+bool cuda_runs_natively(const Model& model);
 
 }  // namespace qf

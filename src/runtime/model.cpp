@@ -17,6 +17,7 @@ Model load_model(const std::string& path) {
     QuantizedModel q = read_quantized_checkpoint(path);
     m.checkpoint = dequantized_checkpoint(q, path);
     m.quantization = std::move(q.quantization);
+    m.quantized_weights = std::move(q.weights);
   } else {
     m.checkpoint = load_checkpoint(path);
   }

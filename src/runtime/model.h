@@ -2,6 +2,7 @@
 // from, chat template) and its tokenizer.
 #pragma once
 
+#include <map>
 #include <optional>
 #include <string>
 
@@ -19,6 +20,9 @@ struct Model {
   // model), and create_engine rounds each layer's input to its recorded activation format and
   // the KV cache to the recorded kv_cache format.
   std::optional<QuantizationConfig> quantization;
+  // The quantized matrices as stored (codes and scales), by canonical weight name, for engines
+  // that run them as they are (the CUDA engine's w4a8 linears); empty for other models.
+  std::map<std::string, QuantizedMatrix> quantized_weights;
 
   const ModelConfig& config() const { return checkpoint.config; }
   const Tensor& tensor(const std::string& name) const { return checkpoint.tensor(name); }

@@ -16,6 +16,8 @@
 
 #include "backends/cuda/cuda_check.h"
 #include "backends/cuda/device.h"
+#include "formats/format.h"
+#include "formats/quantize.h"
 
 namespace qf::testing {
 
@@ -141,6 +143,53 @@ int64_t count_poisoned(const std::vector<T>& v, size_t begin, size_t end) {
     for (uint16_t x : w) n += x == kPoisonBits;
   }
   return n;
+}
+
+// A kernel's FP8 per-token output (codes [rows, n], scales [rows]) against formats/quantize.h's
+// fp8_e4m3:token of the CPU twin's FP32 values `ref`. The values both sides quantize agree to
+// ~1e-6 relative (the FP32 formula in another summation order, expf's last ulp), so the scales
+// agree to 1e-5 relative, and a code may differ only where a value sits within ~1e-6 of a
+// rounding boundary: by one FP8 step, in a tiny fraction of the elements (allowed: 0.1 %; a wrong
+// scale, index or rounding mode changes most codes). Zero codes/poison: the caller poisons the
+// output with bytes no quantizer writes for these inputs (0x7F, FP8 NaN).
+inline void expect_fp8_token_rows(const std::vector<uint8_t>& codes, const std::vector<float>& scales,
+                                  const std::vector<float>& ref, int64_t rows, int64_t n) {
+  ASSERT_EQ(codes.size(), size_t(rows * n));
+  ASSERT_EQ(scales.size(), size_t(rows));
+  const QuantizedMatrix want = quantize(ref.data(), rows, n, Format::parse("fp8_e4m3:token"));
+  const ElementType e4m3 = ElementType::of(ElementKind::fp8_e4m3);
+  int64_t differ = 0, far = 0, nan = 0;
+  for (int64_t r = 0; r < rows; ++r) {
+    const float ws = want.scale_of(r, 0);
+    EXPECT_NEAR(scales[size_t(r)], ws, 1e-5 * std::fabs(ws)) << "row " << r;
+    for (int64_t j = 0; j < n; ++j) {
+      const size_t i = size_t(r * n + j);
+      const float g = decode_float_element(e4m3, codes[i]), w = decode_float_element(e4m3, want.codes[i]);
+      if (std::isnan(g)) ++nan;
+      else if (g != w) {
+        ++differ;
+        // One FP8 step: at most 2^-3 of the larger magnitude, or the subnormal quantum 2^-9.
+        if (std::fabs(g - w) > std::max(std::ldexp(std::max(std::fabs(g), std::fabs(w)), -3), std::ldexp(1.f, -9)) * 1.0001f)
+          ++far;
+      }
+    }
+  }
+  EXPECT_EQ(nan, 0) << "codes left unwritten (poison) or NaN";
+  EXPECT_EQ(far, 0) << "codes more than one FP8 step from the reference";
+  EXPECT_LE(double(differ), 1e-3 * double(rows * n) + 1) << differ << " of " << rows * n << " codes differ by one step";
+}
+
+// The output channels a big GEMM test compares against its (slow) CPU twin: the first and last 48
+// (tile edges, padding) and 160 random ones, sorted, without repeats.
+inline std::vector<int64_t> sampled_channels(int64_t n, std::mt19937_64& rng) {
+  std::vector<int64_t> rows;
+  for (int64_t r = 0; r < n; ++r)
+    if (r < 48 || r >= n - 48) rows.push_back(r);
+  std::uniform_int_distribution<int64_t> pick(0, n - 1);
+  for (int i = 0; i < 160; ++i) rows.push_back(pick(rng));
+  std::sort(rows.begin(), rows.end());
+  rows.erase(std::unique(rows.begin(), rows.end()), rows.end());
+  return rows;
 }
 
 }  // namespace qf::testing

@@ -84,5 +84,25 @@ TEST(SiluMul, SeparateBuffersInPlace) {
   expect_rows_close(dg.download(stream), rows, n, n, ref);
 }
 
+// The w4a8 engine's fused form: the FP32 products quantized per token to FP8 in the kernel.
+TEST(SiluMul, Fp8OutputMatchesCpuTwinQuantized) {
+  QF_REQUIRE_GPU();
+  cuda::Stream stream;
+  for (int64_t n : {1536, 11008, 14336, 28672}) {
+    const int64_t rows = n > 14336 ? 3 : 9;
+    const uint64_t seed = fresh_seed();
+    SCOPED_TRACE("n " + std::to_string(n) + " seed " + std::to_string(seed));
+    std::mt19937_64 rng(seed);
+    const auto in = random_bf16(size_t(rows * 2 * n), rng, 2.0f);
+    DeviceArray<bf16> din(in, stream);
+    DeviceArray<uint8_t> dq(size_t(rows * n));
+    DeviceArray<float> ds(static_cast<size_t>(rows));
+    QF_CUDA_CHECK(cudaMemsetAsync(dq.get(), 0x7F, size_t(rows * n), stream));  // FP8 NaN: never written
+    cuda::silu_mul_fp8(din.get(), din.get() + n, 2 * n, reinterpret_cast<__nv_fp8_e4m3*>(dq.get()), ds.get(), rows, n,
+                       stream);
+    expect_fp8_token_rows(dq.download(stream), ds.download(stream), cpu_reference(in, rows, n, 2 * n, n), rows, n);
+  }
+}
+
 }  // namespace
 }  // namespace qf::testing

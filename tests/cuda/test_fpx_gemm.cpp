@@ -58,6 +58,7 @@
 #include "formats/packing.h"
 #include "formats/quantize.h"
 #include "gpu_test.h"
+#include "kernel_test_util.h"
 
 namespace qf::cuda {
 namespace {
@@ -249,6 +250,27 @@ TEST(FpxPrepack, EveryLaneBuildsTheMmaFragmentsOfItsWeights) {
     }
 }
 
+// The engine's fused q/k/v and gate/up: matrices stacked along N, each row with its own scale.
+TEST(FpxPrepack, StacksMatricesRowByRow) {
+  const uint64_t seed = test_seed();
+  SCOPED_TRACE(str("seed=", seed));
+  const TypeCase& t = kTypes[0];
+  const QuantizedMatrix a = random_fpx_matrix(t, 24, 200, seed), b = random_fpx_matrix(t, 9, 200, seed + 1);
+  const std::vector<uint8_t> blob = prepack_fpx_weights({&a, &b});
+  const FpxPackedLayout layout = fpx_packed_layout(t.type, 33, 200);
+  ASSERT_EQ(blob.size(), layout.total_bytes());
+  std::vector<uint8_t> back(packed_bytes(33 * 200, t.type.bits()));
+  std::vector<float> scales(33);
+  unpack_fpx_weights(layout, blob.data(), back.data(), scales.data());
+  QuantizedMatrix both = make_quantized_matrix(channel_format(t), 33, 200);
+  std::copy(a.codes.begin(), a.codes.end(), both.codes.begin());
+  std::copy(b.codes.begin(), b.codes.end(), both.codes.begin() + 24 * 200);
+  EXPECT_EQ(back, canonical_of(both));
+  for (int64_t r = 0; r < 33; ++r) EXPECT_EQ(scales[size_t(r)], r < 24 ? a.scale_of(r, 0) : b.scale_of(r - 24, 0));
+  const QuantizedMatrix other = random_fpx_matrix(kTypes[1], 8, 200, seed + 2);
+  EXPECT_THROW(prepack_fpx_weights({&a, &other}), Error);  // different types
+}
+
 TEST(FpxPrepack, RejectsFormatsItCannotHold) {
   QuantizedMatrix q = make_quantized_matrix(Format::parse("int4:channel"), 16, 64);
   EXPECT_THROW(prepack_fpx_weights(q), Error);
@@ -380,13 +402,7 @@ class FpxCase {
     }
     x_dev_ = DeviceBuffer(xb.size() * 2, "test x");
     copy_to_device(x_dev_.data(), xb.data(), xb.size() * 2, stream);
-    // Sampled channels: the first and last 48 (tile edges, padding) and 160 random ones.
-    for (int64_t r = 0; r < n; ++r)
-      if (r < 48 || r >= n - 48) rows_.push_back(r);
-    std::uniform_int_distribution<int64_t> pick(0, n - 1);
-    for (int i = 0; i < 160 && int64_t(rows_.size()) < n; ++i) rows_.push_back(pick(rng));
-    std::sort(rows_.begin(), rows_.end());
-    rows_.erase(std::unique(rows_.begin(), rows_.end()), rows_.end());
+    rows_ = testing::sampled_channels(n, rng);
     QuantizedMatrix sub = make_quantized_matrix(q.format, int64_t(rows_.size()), k);
     for (size_t i = 0; i < rows_.size(); ++i) {
       std::memcpy(&sub.codes[i * size_t(k)], &q.codes[size_t(rows_[i] * k)], size_t(k));

@@ -106,26 +106,57 @@ TEST(AddRmsNorm, Bf16ResidualMatchesCpuTwin) {
   }
 }
 
+// Inputs of the FP32-residual forms: an FP32 residual, a BF16 delta, norm weights; and the CPU
+// twin's results (the residual after the add, the normalised rows).
+struct Fp32ResidualCase {
+  std::vector<float> res;
+  std::vector<bf16> delta;
+  std::vector<float> w, res_cpu, y_cpu;
+  Fp32ResidualCase(const NormCase& c, uint64_t seed) {
+    std::mt19937_64 rng(seed);
+    res.resize(static_cast<size_t>(c.rows * c.dim));
+    std::normal_distribution<float> nd(0.0f, 2.0f);
+    for (auto& x : res) x = nd(rng);
+    delta = random_bf16(res.size(), rng);
+    w = random_weight(c.dim, rng);
+    res_cpu = res;
+    y_cpu.resize(res.size());
+    cpu::add_rmsnorm(res_cpu.data(), to_float(delta).data(), c.rows, c.dim, w.data(), kEps, y_cpu.data());
+  }
+};
+
 TEST(AddRmsNorm, Fp32ResidualMatchesCpuTwin) {
   QF_REQUIRE_GPU();
   cuda::Stream stream;
   for (const auto& c : kCases) {
     const uint64_t seed = fresh_seed();
     SCOPED_TRACE("rows " + std::to_string(c.rows) + " dim " + std::to_string(c.dim) + " seed " + std::to_string(seed));
-    std::mt19937_64 rng(seed);
-    std::vector<float> res(static_cast<size_t>(c.rows * c.dim));
-    std::normal_distribution<float> nd(0.0f, 2.0f);
-    for (auto& x : res) x = nd(rng);
-    const auto delta = random_bf16(res.size(), rng);
-    const auto w = random_weight(c.dim, rng);
-    DeviceArray<float> dres(res, stream), dw(w, stream);
-    DeviceArray<bf16> ddelta(delta, stream), dy(res.size());
+    const Fp32ResidualCase in(c, seed);
+    DeviceArray<float> dres(in.res, stream), dw(in.w, stream);
+    DeviceArray<bf16> ddelta(in.delta, stream), dy(in.res.size());
     dy.poison(stream);
     cuda::add_rmsnorm(dres.get(), ddelta.get(), c.rows, c.dim, dw.get(), kEps, dy.get(), stream);
-    std::vector<float> res_cpu = res, y_cpu(res.size());
-    cpu::add_rmsnorm(res_cpu.data(), to_float(delta).data(), c.rows, c.dim, w.data(), kEps, y_cpu.data());
-    EXPECT_EQ(dres.download(stream), res_cpu) << "FP32 residual: the same single addition on both sides";
-    expect_within_bf16_rounding(dy.download(stream), y_cpu, "y");
+    EXPECT_EQ(dres.download(stream), in.res_cpu) << "FP32 residual: the same single addition on both sides";
+    expect_within_bf16_rounding(dy.download(stream), in.y_cpu, "y");
+  }
+}
+
+// The w4a8 engine's fused form: the same FP32 values quantized per token to FP8 in the kernel.
+TEST(AddRmsNorm, Fp8OutputMatchesCpuTwinQuantized) {
+  QF_REQUIRE_GPU();
+  cuda::Stream stream;
+  for (const auto& c : kCases) {
+    const uint64_t seed = fresh_seed();
+    SCOPED_TRACE("rows " + std::to_string(c.rows) + " dim " + std::to_string(c.dim) + " seed " + std::to_string(seed));
+    const Fp32ResidualCase in(c, seed);
+    DeviceArray<float> dres(in.res, stream), dw(in.w, stream), ds(static_cast<size_t>(c.rows));
+    DeviceArray<bf16> ddelta(in.delta, stream);
+    DeviceArray<uint8_t> dq(in.res.size());
+    QF_CUDA_CHECK(cudaMemsetAsync(dq.get(), 0x7F, in.res.size(), stream));  // FP8 NaN: never written by the kernel
+    cuda::add_rmsnorm_fp8(dres.get(), ddelta.get(), c.rows, c.dim, dw.get(), kEps,
+                          reinterpret_cast<__nv_fp8_e4m3*>(dq.get()), ds.get(), stream);
+    EXPECT_EQ(dres.download(stream), in.res_cpu);
+    expect_fp8_token_rows(dq.download(stream), ds.download(stream), in.y_cpu, c.rows, c.dim);
   }
 }
 

@@ -6,6 +6,7 @@
 #include "backends/cuda/activation.h"
 #include "backends/cuda/attention_ptx.h"
 #include "backends/cuda/cuda_check.h"
+#include "backends/cuda/fp8_token_device.h"
 #include "backends/cuda/pdl.h"
 
 namespace qf::cuda {
@@ -30,7 +31,51 @@ __global__ void silu_mul_kernel(const bf16* gate, const bf16* up, int64_t in_row
   }
 }
 
+// One CTA per row: the row's absmax over silu(g) * u first, then the values recomputed (the
+// row's gate/up come from L1/L2 the second time) and quantized.
+constexpr int kFp8Threads = 1024;  // one CTA per row: at decode (a handful of rows) the row is the parallelism
+__global__ void __launch_bounds__(kFp8Threads)
+silu_mul_fp8_kernel(const bf16* __restrict__ gate, const bf16* __restrict__ up, int64_t in_row_stride,
+                    uint8_t* __restrict__ out, float* __restrict__ scales, int64_t n) {
+  pdl_begin();
+  const int64_t row = blockIdx.x;
+  const int64_t vecs = n / 8;
+  auto value8 = [&](int64_t v, float (&o)[8]) {
+    float g[8], u[8];
+    ptx::bf16x8_to_float(*reinterpret_cast<const uint4*>(gate + row * in_row_stride + v * 8), g);
+    ptx::bf16x8_to_float(*reinterpret_cast<const uint4*>(up + row * in_row_stride + v * 8), u);
+#pragma unroll
+    for (int e = 0; e < 8; ++e) o[e] = __fmul_rn(__fdiv_rn(g[e], __fadd_rn(1.0f, expf(-g[e]))), u[e]);
+  };
+  float amax = 0.f;
+  for (int64_t v = threadIdx.x; v < vecs; v += kFp8Threads) {
+    float o[8];
+    value8(v, o);
+#pragma unroll
+    for (int e = 0; e < 8; ++e) amax = fmaxf(amax, fabsf(o[e]));
+  }
+  const float s = fp8_token::scale_of(fp8_token::block_max(amax));
+  if (threadIdx.x == 0) scales[row] = s;
+  for (int64_t v = threadIdx.x; v < vecs; v += kFp8Threads) {
+    float o[8];
+    value8(v, o);
+    *reinterpret_cast<uint2*>(out + row * n + v * 8) = fp8_token::quantize8(o, s);
+  }
+}
+
 }  // namespace
+
+void silu_mul_fp8(const bf16* gate, const bf16* up, int64_t in_row_stride, __nv_fp8_e4m3* out, float* scales,
+                  int64_t rows, int64_t n, cudaStream_t stream) {
+  QF_CHECK(rows >= 0 && n >= 0, "silu_mul_fp8: negative size (", rows, " x ", n, ")");
+  if (rows == 0 || n == 0) return;
+  QF_CHECK(rows <= 0x7fffffff && n % 8 == 0 && in_row_stride % 8 == 0 && in_row_stride >= n,
+           "silu_mul_fp8: n ", n, " and the row stride ", in_row_stride, " must be multiples of 8, stride >= n");
+  QF_CHECK(gate && up && out && scales && aligned16(gate) && aligned16(up) && aligned16(out),
+           "silu_mul_fp8: gate, up, out and scales must be non-null, the first three 16-byte aligned");
+  launch_pdl(silu_mul_fp8_kernel, dim3(static_cast<unsigned>(rows)), dim3(kFp8Threads), 0, stream, gate, up,
+             in_row_stride, reinterpret_cast<uint8_t*>(out), scales, n);
+}
 
 void silu_mul(const bf16* gate, const bf16* up, int64_t in_row_stride, bf16* out, int64_t out_row_stride,
               int64_t rows, int64_t n, cudaStream_t stream) {

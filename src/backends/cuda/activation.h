@@ -11,6 +11,7 @@
 #pragma once
 
 #include <cuda_bf16.h>
+#include <cuda_fp8.h>
 #include <cuda_runtime.h>
 
 #include <cstdint>
@@ -19,5 +20,11 @@ namespace qf::cuda {
 
 void silu_mul(const __nv_bfloat16* gate, const __nv_bfloat16* up, int64_t in_row_stride, __nv_bfloat16* out,
               int64_t out_row_stride, int64_t rows, int64_t n, cudaStream_t stream);
+
+// The same values written as the input of a w4a8 linear (w4a8_gemm.h): FP8 E4M3 codes out
+// [rows, n] (row stride n) and one F32 scale per row, the per-token quantization (fp8_e4m3:token)
+// of the FP32 products, never rounded to BF16 first (FireQ's fused SwiGLU + quantize).
+void silu_mul_fp8(const __nv_bfloat16* gate, const __nv_bfloat16* up, int64_t in_row_stride, __nv_fp8_e4m3* out,
+                  float* scales, int64_t rows, int64_t n, cudaStream_t stream);
 
 }  // namespace qf::cuda

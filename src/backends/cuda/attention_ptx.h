@@ -1,4 +1,5 @@
-// Device-only building blocks of the attention kernels (include from .cu files only): cp.async
+// Device-only building blocks of the attention kernels (and the w4a8 GEMV's cp.async pipeline;
+// include from .cu files only): cp.async
 // copies global -> shared, ldmatrix, the BF16 tensor-core MMA m16n8k16, and warp reductions.
 //
 // Fragment layouts of mma.sync.m16n8k16.row.col.f32.bf16.bf16.f32 (PTX ISA, "Matrix fragments
@@ -32,6 +33,22 @@ __device__ __forceinline__ void cp_async_16(void* smem_dst, const void* gmem_src
   const int src_bytes = valid ? 16 : 0;
   asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(smem_addr(smem_dst)),
                "l"(gmem_src), "r"(src_bytes)
+               : "memory");
+}
+
+// The same for data read once (weights): fetched from HBM into L2 in 256-byte blocks.
+__device__ __forceinline__ void cp_async_16_stream(void* smem_dst, const void* gmem_src, bool valid) {
+  const int src_bytes = valid ? 16 : 0;
+  asm volatile("cp.async.cg.shared.global.L2::256B [%0], [%1], 16, %2;\n" ::"r"(smem_addr(smem_dst)),
+               "l"(gmem_src), "r"(src_bytes)
+               : "memory");
+}
+
+// 4-byte asynchronous copy (cached in L1), zero-filled when `valid` is false.
+__device__ __forceinline__ void cp_async_4(void* smem_dst, const void* gmem_src, bool valid) {
+  const int src_bytes = valid ? 4 : 0;
+  asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;\n" ::"r"(smem_addr(smem_dst)), "l"(gmem_src),
+               "r"(src_bytes)
                : "memory");
 }
 

@@ -75,7 +75,7 @@ CublasLt::Plan& CublasLt::plan_for(const PlanKey& key, const float* x_scale, con
 
   prepare();
   auto plan = std::make_unique<Plan>();
-  const bool fp8 = key.kind == Kind::fp8 || key.kind == Kind::fp8_fast_accum;
+  const bool fp8 = key.kind == Kind::fp8 || key.kind == Kind::fp8_fast_accum || key.kind == Kind::fp8_rowwise;
   const cudaDataType_t in_type = fp8 ? CUDA_R_8F_E4M3 : CUDA_R_16BF;
 
   QF_CUBLAS_CHECK(cublasLtMatmulDescCreate(&plan->op, CUBLAS_COMPUTE_32F, CUDA_R_32F));
@@ -89,6 +89,12 @@ CublasLt::Plan& CublasLt::plan_for(const PlanKey& key, const float* x_scale, con
     QF_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(plan->op, CUBLASLT_MATMUL_DESC_B_SCALE_POINTER, &x_scale, sizeof x_scale));
     const int8_t fast = key.kind == Kind::fp8_fast_accum ? 1 : 0;
     QF_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(plan->op, CUBLASLT_MATMUL_DESC_FAST_ACCUM, &fast, sizeof fast));
+    if (key.kind == Kind::fp8_rowwise) {
+      // cuBLAS's A is our W (its rows are the output's columns): N scales; its B is x: M scales.
+      const int32_t mode = CUBLASLT_MATMUL_MATRIX_SCALE_OUTER_VEC_32F;
+      QF_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(plan->op, CUBLASLT_MATMUL_DESC_A_SCALE_MODE, &mode, sizeof mode));
+      QF_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(plan->op, CUBLASLT_MATMUL_DESC_B_SCALE_MODE, &mode, sizeof mode));
+    }
   }
   QF_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&plan->a, in_type, key.k, key.n, key.k));
   QF_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&plan->b, in_type, key.k, key.m, key.k));
@@ -124,7 +130,10 @@ CublasLt::Plan& CublasLt::plan_for(const PlanKey& key, const float* x_scale, con
   for (int i = 0; i < returned; ++i)
     if (results[i].state == CUBLAS_STATUS_SUCCESS) plan->candidates.push_back(results[i].algo);
   QF_CHECK(!plan->candidates.empty(), "cuBLASLt has no ",
-           fp8 ? (key.kind == Kind::fp8_fast_accum ? "FP8 E4M3 (fast accumulation)" : "FP8 E4M3") : "BF16", " GEMM for M=", key.m, " N=", key.n, " K=", key.k,
+           fp8 ? (key.kind == Kind::fp8_fast_accum ? "FP8 E4M3 (fast accumulation)"
+                  : key.kind == Kind::fp8_rowwise  ? "FP8 E4M3 (row-wise scales)"
+                                                   : "FP8 E4M3")
+               : "BF16", " GEMM for M=", key.m, " N=", key.n, " K=", key.k,
            " (pointer alignment x ", key.align_x, ", W ", key.align_w, ", y ", key.align_y, " bytes)");
   return *plans_.emplace(key, std::move(plan)).first->second;
 }
@@ -168,18 +177,28 @@ void CublasLt::linear_bf16_f32out(const __nv_bfloat16* x, const __nv_bfloat16* w
 
 void CublasLt::linear_fp8(const __nv_fp8_e4m3* x, const float* x_scale, const __nv_fp8_e4m3* w, const float* w_scale,
                           __nv_bfloat16* y, int64_t m, int64_t n, int64_t k, bool fast_accum, cudaStream_t stream) {
-  QF_CHECK(fp8_supports(m, n, k), "cuBLASLt FP8 linear: unsupported shape M=", m, " N=", n, " K=", k,
+  run_fp8(fast_accum ? Kind::fp8_fast_accum : Kind::fp8, x, x_scale, w, w_scale, y, m, n, k, stream);
+}
+
+void CublasLt::linear_fp8_rowwise(const __nv_fp8_e4m3* x, const float* x_scale, const __nv_fp8_e4m3* w,
+                                  const float* w_scale, __nv_bfloat16* y, int64_t m, int64_t n, int64_t k,
+                                  cudaStream_t stream) {
+  run_fp8(Kind::fp8_rowwise, x, x_scale, w, w_scale, y, m, n, k, stream);
+}
+
+void CublasLt::run_fp8(Kind kind, const __nv_fp8_e4m3* x, const float* x_scale, const __nv_fp8_e4m3* w,
+                       const float* w_scale, __nv_bfloat16* y, int64_t m, int64_t n, int64_t k, cudaStream_t stream) {
+  const char* what = kind == Kind::fp8_rowwise ? "cuBLASLt FP8 row-wise linear" : "cuBLASLt FP8 linear";
+  QF_CHECK(fp8_supports(m, n, k), what, ": unsupported shape M=", m, " N=", n, " K=", k,
            " (Hopper FP8 GEMMs need N and K multiples of 16)");
-  QF_CHECK(x_scale && w_scale, "cuBLASLt FP8 linear: the per-tensor scales (device pointers) are required");
-  const PlanKey key{fast_accum ? Kind::fp8_fast_accum : Kind::fp8, m, n, k, pointer_alignment(x), pointer_alignment(w),
-                    pointer_alignment(y)};
-  QF_CHECK(key.align_x >= 16 && key.align_w >= 16 && key.align_y >= 16,
-           "cuBLASLt FP8 linear: x, W and y must be 16-byte aligned");
+  QF_CHECK(x_scale && w_scale, what, ": the scales (device pointers) are required");
+  const PlanKey key{kind, m, n, k, pointer_alignment(x), pointer_alignment(w), pointer_alignment(y)};
+  QF_CHECK(key.align_x >= 16 && key.align_w >= 16 && key.align_y >= 16, what, ": x, W and y must be 16-byte aligned");
   // Measured on the H100 (CUDA 13.0, 2026-11-23): with a scale pointer 4 bytes past a 16-byte
   // boundary cublasLtMatmul refuses every algorithm the heuristic offers (NOT_SUPPORTED), at
   // every shape; 16-byte aligned, the first one runs.
-  QF_CHECK(pointer_alignment(x_scale) >= 16 && pointer_alignment(w_scale) >= 16,
-           "cuBLASLt FP8 linear: the scale pointers must be 16-byte aligned (cuBLASLt refuses others)");
+  QF_CHECK(pointer_alignment(x_scale) >= 16 && pointer_alignment(w_scale) >= 16, what,
+           ": the scale pointers must be 16-byte aligned (cuBLASLt refuses others)");
   Plan& plan = plan_for(key, x_scale, w_scale);
   // Per call: the plan may have been made with other scale tensors.
   QF_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(plan.op, CUBLASLT_MATMUL_DESC_A_SCALE_POINTER, &w_scale, sizeof w_scale));

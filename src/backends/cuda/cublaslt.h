@@ -54,6 +54,13 @@ class CublasLt {
   void linear_fp8(const __nv_fp8_e4m3* x, const float* x_scale, const __nv_fp8_e4m3* w, const float* w_scale,
                   __nv_bfloat16* y, int64_t m, int64_t n, int64_t k, bool fast_accum, cudaStream_t stream);
 
+  // y[i, j] = (x_scale[i] · w_scale[j]) · (x · W^T)[i, j]: the same FP8 GEMM with one FP32 scale per
+  // row of x (M values, e.g. per-token activation scales) and one per row of W (N values), applied
+  // in cuBLASLt's epilogue (CUBLASLT_MATMUL_MATRIX_SCALE_OUTER_VEC_32F on both operands, the mode
+  // PyTorch's row-wise scaled_mm uses). Same shape and alignment rules as linear_fp8.
+  void linear_fp8_rowwise(const __nv_fp8_e4m3* x, const float* x_scale, const __nv_fp8_e4m3* w, const float* w_scale,
+                          __nv_bfloat16* y, int64_t m, int64_t n, int64_t k, cudaStream_t stream);
+
   // y = x · W^T in BF16 with an FP32 output (FP32 accumulation): the LM head, whose logits
   // would lose ~3 significant digits if rounded to BF16.
   void linear_bf16_f32out(const __nv_bfloat16* x, const __nv_bfloat16* w, float* y, int64_t m, int64_t n, int64_t k,
@@ -69,7 +76,7 @@ class CublasLt {
   size_t plan_count() const { return plans_.size(); }
 
  private:
-  enum class Kind : uint8_t { bf16, fp8, fp8_fast_accum, bf16_f32out };
+  enum class Kind : uint8_t { bf16, fp8, fp8_fast_accum, fp8_rowwise, bf16_f32out };
   struct PlanKey {
     Kind kind;
     int64_t m, n, k;
@@ -83,6 +90,8 @@ class CublasLt {
 
   Plan& plan_for(const PlanKey& key, const float* x_scale, const float* w_scale);
   void run(Plan& plan, const void* x, const void* w, void* y, cudaStream_t stream);
+  void run_fp8(Kind kind, const __nv_fp8_e4m3* x, const float* x_scale, const __nv_fp8_e4m3* w, const float* w_scale,
+               __nv_bfloat16* y, int64_t m, int64_t n, int64_t k, cudaStream_t stream);
 
   cublasLtHandle_t handle_ = nullptr;
   DeviceBuffer workspace_;

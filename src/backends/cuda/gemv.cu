@@ -55,68 +55,27 @@
 #include "backends/cuda/gemv.h"
 
 #include "backends/cuda/cuda_check.h"
+#include "backends/cuda/lowbit_device.h"
 #include "backends/cuda/pdl.h"
 
 #include <algorithm>
-#include <atomic>
 
 namespace qf::cuda {
 
 namespace {
 
-constexpr int kWarps = 8;                     // warps of a CTA; they split K
-constexpr int kThreads = kWarps * 32;
+using lowbit::kThreads;                        // 8 warps of a CTA; they split K
+using lowbit::kWarps;
 constexpr int kRowsPerCta = 16;               // the M side of mma.m16n8k16 holds weight rows
 constexpr int kChunksPerStep = 4;             // 16-byte chunks per row per warp step (t = 0..3)
 constexpr int kKPerStep = kChunksPerStep * 8; // 32 k per step
 constexpr int kUnroll = 4;                    // steps per group: 4 x 64 B = 256 B per row
 
-// 16 bytes of weights; zeros where `pred` is false (no memory access then). Streamed: not
-// allocated in L1, 256-byte L2 fetches.
-__device__ __forceinline__ uint4 load_weights16(const uint4* p, bool pred) {
-  uint4 v;
-  asm volatile(
-      "{\n"
-      "  .reg .pred p;\n"
-      "  setp.ne.b32 p, %5, 0;\n"
-      "  mov.b32 %0, 0;\n"
-      "  mov.b32 %1, 0;\n"
-      "  mov.b32 %2, 0;\n"
-      "  mov.b32 %3, 0;\n"
-      "  @p ld.global.nc.L1::no_allocate.L2::256B.v4.u32 {%0, %1, %2, %3}, [%4];\n"
-      "}\n"
-      : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
-      : "l"(p), "r"(static_cast<int>(pred)));
-  return v;
-}
-
-// 16 bytes of activations; zeros where `pred` is false. Cached in L1: every warp re-reads them.
-__device__ __forceinline__ uint4 load_activations16(const uint4* p, bool pred) {
-  uint4 v;
-  asm volatile(
-      "{\n"
-      "  .reg .pred p;\n"
-      "  setp.ne.b32 p, %5, 0;\n"
-      "  mov.b32 %0, 0;\n"
-      "  mov.b32 %1, 0;\n"
-      "  mov.b32 %2, 0;\n"
-      "  mov.b32 %3, 0;\n"
-      "  @p ld.global.nc.v4.u32 {%0, %1, %2, %3}, [%4];\n"
-      "}\n"
-      : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
-      : "l"(p), "r"(static_cast<int>(pred)));
-  return v;
-}
-
-// d += A(16x16, row) · B(16x8, col), BF16 operands, FP32 accumulators (fragment layout above).
-__device__ __forceinline__ void mma_bf16_m16n8k16(float (&d)[4], uint32_t a0, uint32_t a1, uint32_t a2,
-                                                  uint32_t a3, uint32_t b0, uint32_t b1) {
-  asm volatile(
-      "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 "
-      "{%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, {%0, %1, %2, %3};\n"
-      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
-      : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
-}
+// Weights streamed (not allocated in L1, 256-byte L2 fetches), activations cached in L1: every
+// warp re-reads them (lowbit_device.h).
+__device__ __forceinline__ uint4 load_weights16(const uint4* p, bool pred) { return lowbit::load_streaming_16(p, pred); }
+__device__ __forceinline__ uint4 load_activations16(const uint4* p, bool pred) { return lowbit::load_cached_16(p, pred); }
+using lowbit::mma_bf16_m16n8k16;
 
 // kMTiles = 1 for M <= 8, 2 for M <= 16 (each tile is 8 batch rows).
 // Register budget: 3 CTAs of 256 threads per SM (<= 85 registers) for one tile, 2 for two.
@@ -194,25 +153,11 @@ gemv_bf16_kernel(const __nv_bfloat16* __restrict__ x, const __nv_bfloat16* __res
     }
   }
 
-  // Sum the kWarps partial tiles. partial[warp][m][r]: batch row m, weight row r of the tile.
+  // Sum the kWarps partial tiles (lowbit_device.h); one output per thread.
   __shared__ float partial[kWarps][kMTiles * 8][kRowsPerCta];
-#pragma unroll
-  for (int mt = 0; mt < kMTiles; ++mt) {
-    partial[warp][mt * 8 + 2 * t][g] = acc[mt][0];
-    partial[warp][mt * 8 + 2 * t + 1][g] = acc[mt][1];
-    partial[warp][mt * 8 + 2 * t][g + 8] = acc[mt][2];
-    partial[warp][mt * 8 + 2 * t + 1][g + 8] = acc[mt][3];
-  }
-  __syncthreads();
-  // One output per thread (128 or 256 outputs); consecutive threads write consecutive n.
-  for (int i = threadIdx.x; i < kMTiles * 8 * kRowsPerCta; i += kThreads) {
-    const int m = i / kRowsPerCta;
-    const int r = i % kRowsPerCta;
-    float sum = 0.f;
-#pragma unroll
-    for (int wi = 0; wi < kWarps; ++wi) sum += partial[wi][m][r];
+  lowbit::store_split_k_tile<kMTiles>(acc, partial, [&](int m, int r, float sum) {
     if (m < m_rows && row0 + r < n_rows) y[static_cast<int64_t>(m) * n_rows + row0 + r] = __float2bfloat16_rn(sum);
-  }
+  });
 }
 
 // ---- gemv_bf16_v2: the same MMA tile and split-K, software-pipelined and persistent ---------
@@ -310,44 +255,10 @@ gemv_bf16_v2_kernel(const __nv_bfloat16* __restrict__ x, const __nv_bfloat16* __
     // past K, so predicated off.)
 
     const int64_t row0 = tile * kRowsPerCta;
-    __syncthreads();  // the previous tile's sums are read
-#pragma unroll
-    for (int mt = 0; mt < kMTiles; ++mt) {
-      partial[warp][mt * 8 + 2 * t][g] = acc[mt][0];
-      partial[warp][mt * 8 + 2 * t + 1][g] = acc[mt][1];
-      partial[warp][mt * 8 + 2 * t][g + 8] = acc[mt][2];
-      partial[warp][mt * 8 + 2 * t + 1][g + 8] = acc[mt][3];
-    }
-    __syncthreads();
-    for (int i = threadIdx.x; i < kMTiles * 8 * kRowsPerCta; i += kThreads) {
-      const int m = i / kRowsPerCta;
-      const int r = i % kRowsPerCta;
-      float sum = 0.f;
-#pragma unroll
-      for (int wi = 0; wi < kWarps; ++wi) sum += partial[wi][m][r];
+    lowbit::store_split_k_tile<kMTiles>(acc, partial, [&](int m, int r, float sum) {
       if (m < m_rows && row0 + r < n_rows) y[static_cast<int64_t>(m) * n_rows + row0 + r] = __float2bfloat16_rn(sum);
-    }
+    });
   }
-}
-
-// CTAs that fit on the current device at once (SMs x resident CTAs per SM); cached per device.
-template <int kMTiles>
-int64_t gemv_v2_resident_ctas() {
-  // Atomic: engines on several host threads may launch at once (a racing first call computes the
-  // same value twice, harmlessly).
-  static std::atomic<int> cached[64] = {};
-  int dev = 0;
-  QF_CUDA_CHECK(cudaGetDevice(&dev));
-  std::atomic<int>& slot = cached[dev & 63];
-  int c = slot.load(std::memory_order_relaxed);
-  if (c == 0) {
-    int sms = 0, per_sm = 0;
-    QF_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev));
-    QF_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, gemv_bf16_v2_kernel<kMTiles>, kThreads, 0));
-    c = sms * (per_sm > 0 ? per_sm : 1);
-    slot.store(c, std::memory_order_relaxed);
-  }
-  return c;
 }
 
 }  // namespace
@@ -385,11 +296,11 @@ void gemv_bf16_v2(const __nv_bfloat16* x, const __nv_bfloat16* w, __nv_bfloat16*
   QF_CHECK(y != nullptr, "gemv_bf16_v2: null output");
   const int64_t row_tiles = (n + kRowsPerCta - 1) / kRowsPerCta;
   if (m <= 8) {
-    const auto blocks = static_cast<unsigned>(std::min(row_tiles, gemv_v2_resident_ctas<1>()));
+    const auto blocks = static_cast<unsigned>(std::min(row_tiles, resident_ctas<gemv_bf16_v2_kernel<1>>(kThreads)));
     launch_pdl(gemv_bf16_v2_kernel<1>, dim3(blocks), dim3(kThreads), 0, stream, x, w, y, static_cast<int>(m), n,
                static_cast<int>(k));
   } else {
-    const auto blocks = static_cast<unsigned>(std::min(row_tiles, gemv_v2_resident_ctas<2>()));
+    const auto blocks = static_cast<unsigned>(std::min(row_tiles, resident_ctas<gemv_bf16_v2_kernel<2>>(kThreads)));
     launch_pdl(gemv_bf16_v2_kernel<2>, dim3(blocks), dim3(kThreads), 0, stream, x, w, y, static_cast<int>(m), n,
                static_cast<int>(k));
   }

@@ -13,6 +13,9 @@
 //   cublaslt_fp8        fp8_e4m3:tensor x fp8_e4m3:tensor: cuBLASLt with per-tensor scales
 //   cublaslt_fp8_fast   the same with fast (tensor-core only) accumulation: a benchmark baseline,
 //                       never selected
+// and of later issues: fpx_gemm_* / fpx_dequant_cublas_* (FP6-LLM, weight-only FPx x bf16),
+// w4a8_gemv / w4a8_dequant_cublas (FireQ, int4 lut weights x fp8_e4m3:token activations; and
+// w4a8_gemv_wgmma, an experimental wgmma variant, benchmark-only).
 //
 // Formats are qf::Format values (formats/format.h); in strings, "bf16" and "fp8_e4m3:tensor".
 #pragma once
@@ -33,6 +36,10 @@ namespace qf::cuda {
 // scale per tensor).
 const Format& bf16_format();
 const Format& fp8_tensor_format();
+// FireQ's pair: FP8 E4M3 activations with one F32 scale per token, and INT4 weights in groups of
+// 128 with FP8 E4M3 group scales, an F32 tensor scale, and the lut rule (formats/quantize.h).
+const Format& fp8_token_format();
+const Format& w4a8_weight_format();
 
 enum class Backend : uint8_t { cpu, cuda };
 std::string_view backend_name(Backend b);
@@ -56,7 +63,9 @@ struct LinearArgs {
   const void* x = nullptr;
   const void* w = nullptr;
   void* y = nullptr;
-  const float* x_scale = nullptr;  // per-tensor scale of x (device, 16-byte aligned), for formats that have one
+  // Scales of x (device, 16-byte aligned) for formats that have them: one F32 for a per-tensor
+  // format, M for a per-token one.
+  const float* x_scale = nullptr;
   const float* w_scale = nullptr;  // per-tensor scale of W (device, 16-byte aligned), for formats that have one
   cudaStream_t stream = nullptr;
 };

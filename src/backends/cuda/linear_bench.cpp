@@ -31,7 +31,8 @@ constexpr LlamaDims kLlamaModels[] = {
 };
 
 // ---- formats the benchmark can make operands for ------------------------------------------
-// Plain BF16, FP8 E4M3 with a per-tensor scale, and the FPx weight blob (weight_prepack.h); any
+// Plain BF16, FP8 E4M3 with a per-tensor or per-token scale, and the FPx and w4a8 weight blobs
+// (weight_prepack.h); any
 // other quantized format needs its own operand generator (packed codes and scales) before its
 // kernels can be benchmarked.
 struct OperandKind {
@@ -39,7 +40,7 @@ struct OperandKind {
   double bytes_per_element;
   bool fp8;
   // What fill_weights writes: `type` elements, or the FPx blob (packed tiles, then FP32 scales).
-  enum class Fill : uint8_t { elements, fpx_blob } fill = Fill::elements;
+  enum class Fill : uint8_t { elements, fpx_blob, w4a8_blob } fill = Fill::elements;
   FpxType fpx{};  // fpx_blob: the element type
 };
 
@@ -47,6 +48,7 @@ struct OperandKind {
 // and pads to whole tiles, so it is not a whole number of bytes per element).
 double weight_bytes_of(const OperandKind& kind, int64_t rows, int64_t cols) {
   if (kind.fill == OperandKind::Fill::fpx_blob) return double(fpx_packed_layout(kind.fpx, rows, cols).total_bytes());
+  if (kind.fill == OperandKind::Fill::w4a8_blob) return double(w4a8_packed_layout(rows, cols).total_bytes());
   return static_cast<double>(rows) * cols * kind.bytes_per_element;
 }
 
@@ -55,8 +57,12 @@ bool operand_kind(const Format& f, OperandKind* out) {
     *out = {RandomType::bf16, 2.0, false};
     return true;
   }
-  if (f == fp8_tensor_format()) {
+  if (f == fp8_tensor_format() || f == fp8_token_format()) {
     *out = {RandomType::fp8_e4m3, 1.0, true};
+    return true;
+  }
+  if (is_w4a8_weight_format(f)) {  // w4a8's blob: 4-bit codes, FP8 group scales, F32 row scales
+    *out = {RandomType::fp8_e4m3, 0.5, true, OperandKind::Fill::w4a8_blob};
     return true;
   }
   if (f.element.kind == ElementKind::fpx && f.granularity == Granularity::channel &&
@@ -83,6 +89,18 @@ void fill_weights(void* dst, const OperandKind& kind, int64_t rows, int64_t cols
                   cudaStream_t stream) {
   if (kind.fill == OperandKind::Fill::elements) {
     fill_random(dst, kind.type, static_cast<size_t>(rows) * cols, spec, seed, stream);
+    return;
+  }
+  if (kind.fill == OperandKind::Fill::w4a8_blob) {
+    // Codes: random bytes (every nibble occurs); group scales E4M3 in [1, 32] (<= 56, the lut
+    // bound the kernel relies on); row scales ~1e-3, so |W'| ~ 0.01 like the other formats.
+    const W4a8PackedLayout l = w4a8_packed_layout(rows, cols);
+    auto* b = static_cast<uint8_t*>(dst);
+    fill_random(b, RandomType::fp8_e4m3, l.code_bytes(), RandomSpec::uniform_in(-448.f, 448.f), seed, stream);
+    fill_random(b + l.scale_offset(), RandomType::fp8_e4m3, size_t(rows * l.scale_stride()),
+                RandomSpec::uniform_in(1.f, 32.f), seed + 1, stream);
+    fill_random(b + l.row_scale_offset(), RandomType::f32, size_t(rows), RandomSpec::uniform_in(5e-4f, 2e-3f),
+                seed + 2, stream);
     return;
   }
   const FpxPackedLayout layout = fpx_packed_layout(kind.fpx, rows, cols);
@@ -183,6 +201,12 @@ class GemmBench {
     scales[0] = kFp8ActivationScale;
     scales[kFp8ScaleStride] = kFp8WeightScale;
     copy_to_device(scales_.data(), scales, sizeof scales, stream_);
+    // Per-token activation scales (fp8_e4m3:token) for the largest batch, around 1.
+    int64_t max_m = 1;
+    for (int64_t m : opt_.batches) max_m = std::max(max_m, m);
+    token_scales_ = DeviceBuffer(static_cast<size_t>(max_m) * sizeof(float), "the per-token FP8 scales");
+    fill_random(token_scales_.data(), RandomType::f32, static_cast<size_t>(max_m), RandomSpec::uniform_in(0.5f, 2.f),
+                opt_.seed + 7, stream_);
   }
 
   GemmBenchReport run() {
@@ -352,7 +376,8 @@ class GemmBench {
     }
     for (int i = 0; i < sets; ++i) fill_u16(outputs_[i].data(), kBf16NaN, output_elems_, stream_);
 
-    const float* x_scale = scales_.as<float>();
+    const float* x_scale = k.key().activation.granularity == Granularity::token ? token_scales_.as<float>()
+                                                                                : scales_.as<float>();
     const float* w_scale = scales_.as<float>() + kFp8ScaleStride;
     auto launch = [&](int i) {
       LinearArgs a;
@@ -452,6 +477,7 @@ class GemmBench {
   GemmBenchCeilings ceilings_;
   double rotate_bytes_ = 0;
   DeviceBuffer scales_;
+  DeviceBuffer token_scales_;
   std::map<std::string, OperandSets> sets_;
   std::vector<DeviceBuffer> outputs_;
   size_t output_elems_ = 0;

@@ -8,6 +8,7 @@
 
 #include "backends/cuda/attention_ptx.h"
 #include "backends/cuda/cuda_check.h"
+#include "backends/cuda/fp8_token_device.h"
 #include "backends/cuda/pdl.h"
 #include "backends/cuda/norm.h"
 
@@ -33,11 +34,14 @@ __device__ __forceinline__ float block_sum(float v) {
   return total;
 }
 
-// Residual: void (plain rmsnorm), bf16 or float (fused residual add).
+// Residual: void (plain rmsnorm), bf16 or float (fused residual add). kFp8: the output is the
+// FP8 per-token quantization of the FP32 result (yq codes, ys scales; fp8_token_device.h) instead
+// of BF16 y: the input of a w4a8 linear, rounded once from FP32 as the simulation rounds it.
 // x and y may alias (each thread reads its vectors before writing the same ones): no __restrict__.
-template <typename Residual>
+template <typename Residual, bool kFp8 = false>
 __global__ void rmsnorm_kernel(const bf16* x, Residual* __restrict__ residual,
-                               const float* __restrict__ weight, float eps, bf16* y, int dim) {
+                               const float* __restrict__ weight, float eps, bf16* y, int dim,
+                               uint8_t* __restrict__ yq, float* __restrict__ ys) {
   pdl_begin();
   const int64_t row = blockIdx.x;
   const int vecs = dim / 8;
@@ -74,6 +78,7 @@ __global__ void rmsnorm_kernel(const bf16* x, Residual* __restrict__ residual,
   sum_sq = block_sum(sum_sq);
   // As the CPU twin: the inverse root in double, rounded to float once.
   const float inv_rms = static_cast<float>(1.0 / sqrt(double(sum_sq) / double(dim) + double(eps)));
+  float amax = 0.f;
 #pragma unroll
   for (int k = 0; k < kVecsPerThread; ++k) {
     const int i = threadIdx.x + k * blockDim.x;
@@ -81,10 +86,23 @@ __global__ void rmsnorm_kernel(const bf16* x, Residual* __restrict__ residual,
       const float4 w0 = reinterpret_cast<const float4*>(weight)[2 * i];
       const float4 w1 = reinterpret_cast<const float4*>(weight)[2 * i + 1];
       const float w[8] = {w0.x, w0.y, w0.z, w0.w, w1.x, w1.y, w1.z, w1.w};
-      float out[8];
 #pragma unroll
-      for (int e = 0; e < 8; ++e) out[e] = __fmul_rn(__fmul_rn(v[k][e], inv_rms), w[e]);
-      *reinterpret_cast<uint4*>(y + row * dim + int64_t(i) * 8) = ptx::float_to_bf16x8(out);
+      for (int e = 0; e < 8; ++e) v[k][e] = __fmul_rn(__fmul_rn(v[k][e], inv_rms), w[e]);
+      if constexpr (kFp8) {
+#pragma unroll
+        for (int e = 0; e < 8; ++e) amax = fmaxf(amax, fabsf(v[k][e]));
+      } else {
+        *reinterpret_cast<uint4*>(y + row * dim + int64_t(i) * 8) = ptx::float_to_bf16x8(v[k]);
+      }
+    }
+  }
+  if constexpr (kFp8) {
+    const float s = fp8_token::scale_of(fp8_token::block_max(amax));
+    if (threadIdx.x == 0) ys[row] = s;
+#pragma unroll
+    for (int k = 0; k < kVecsPerThread; ++k) {
+      const int i = threadIdx.x + k * blockDim.x;
+      if (i < vecs) *reinterpret_cast<uint2*>(yq + row * dim + int64_t(i) * 8) = fp8_token::quantize8(v[k], s);
     }
   }
 }
@@ -104,10 +122,28 @@ void launch(const bf16* x, Residual* residual, int64_t rows, int64_t dim, const 
   const int per_thread = (vecs + kVecsPerThread - 1) / kVecsPerThread;
   const int threads = (per_thread + 31) / 32 * 32;
   launch_pdl(rmsnorm_kernel<Residual>, dim3(static_cast<unsigned>(rows)), dim3(threads), 0, stream, x, residual,
-             weight, eps, y, static_cast<int>(dim));
+             weight, eps, y, static_cast<int>(dim), static_cast<uint8_t*>(nullptr), static_cast<float*>(nullptr));
 }
 
 }  // namespace
+
+void add_rmsnorm_fp8(float* residual, const bf16* delta, int64_t rows, int64_t dim, const float* weight, float eps,
+                     __nv_fp8_e4m3* yq, float* ys, cudaStream_t stream) {
+  const char* who = "add_rmsnorm_fp8";
+  QF_CHECK(residual != nullptr && yq != nullptr && ys != nullptr, who, ": null residual or output");
+  QF_CHECK(rows >= 0, who, ": negative row count ", rows);
+  if (rows == 0) return;
+  QF_CHECK(dim > 0 && dim % 8 == 0 && dim <= kMaxDim, who, ": dim ", dim, " must be a positive multiple of 8 and at most ",
+           kMaxDim);
+  QF_CHECK(rows <= 0x7fffffff, who, ": ", rows, " rows exceed one launch");
+  QF_CHECK(delta && weight && aligned16(delta) && aligned16(weight) && aligned16(residual) && aligned16(yq), who,
+           ": pointers must be non-null and 16-byte aligned");
+  const int vecs = static_cast<int>(dim / 8);
+  const int per_thread = (vecs + kVecsPerThread - 1) / kVecsPerThread;
+  const int threads = (per_thread + 31) / 32 * 32;
+  launch_pdl(rmsnorm_kernel<float, true>, dim3(static_cast<unsigned>(rows)), dim3(threads), 0, stream, delta, residual,
+             weight, eps, static_cast<bf16*>(nullptr), static_cast<int>(dim), reinterpret_cast<uint8_t*>(yq), ys);
+}
 
 void rmsnorm(const bf16* x, int64_t rows, int64_t dim, const float* weight, float eps, bf16* y,
              cudaStream_t stream) {

@@ -9,6 +9,7 @@
 #pragma once
 
 #include <cuda_bf16.h>
+#include <cuda_fp8.h>
 #include <cuda_runtime.h>
 
 #include <cstdint>
@@ -27,5 +28,12 @@ void add_rmsnorm(__nv_bfloat16* residual, const __nv_bfloat16* delta, int64_t ro
                  const float* weight, float eps, __nv_bfloat16* y, cudaStream_t stream);
 void add_rmsnorm(float* residual, const __nv_bfloat16* delta, int64_t rows, int64_t dim,
                  const float* weight, float eps, __nv_bfloat16* y, cudaStream_t stream);
+
+// The same with an FP32 residual, and the normalised rows written as the input of a w4a8 linear
+// (w4a8_gemm.h): FP8 E4M3 codes yq [rows, dim] and one F32 scale per row ys, the per-token
+// quantization (fp8_e4m3:token) of the FP32 values, never rounded to BF16 first. FireQ fuses the
+// quantization into the norm so that it costs no pass of its own.
+void add_rmsnorm_fp8(float* residual, const __nv_bfloat16* delta, int64_t rows, int64_t dim, const float* weight,
+                     float eps, __nv_fp8_e4m3* yq, float* ys, cudaStream_t stream);
 
 }  // namespace qf::cuda

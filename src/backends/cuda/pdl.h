@@ -16,6 +16,7 @@
 
 #include <cuda_runtime.h>
 
+#include <atomic>
 #include <utility>
 
 #include "backends/cuda/cuda_check.h"
@@ -53,6 +54,27 @@ void launch_pdl(void (*kernel)(Params...), dim3 grid, dim3 block, size_t smem_by
   cfg.attrs = attr;
   cfg.numAttrs = 1;
   QF_CUDA_CHECK(cudaLaunchKernelEx(&cfg, kernel, static_cast<Params>(std::forward<Args>(args))...));
+}
+
+// CTAs of `kernel` (launched with `threads` threads and `smem_bytes` of dynamic shared memory) that fit on the
+// current device at once: the grid of a persistent kernel. Cached per kernel and device; atomic
+// because engines on several host threads may launch at once (a racing first call computes the
+// same value twice, harmlessly).
+template <auto kKernel>
+int64_t resident_ctas(int threads, size_t smem_bytes = 0) {
+  static std::atomic<int> cached[64] = {};
+  int dev = 0;
+  QF_CUDA_CHECK(cudaGetDevice(&dev));
+  std::atomic<int>& slot = cached[dev & 63];
+  int c = slot.load(std::memory_order_relaxed);
+  if (c == 0) {
+    int sms = 0, per_sm = 0;
+    QF_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev));
+    QF_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kKernel, threads, smem_bytes));
+    c = sms * (per_sm > 0 ? per_sm : 1);
+    slot.store(c, std::memory_order_relaxed);
+  }
+  return c;
 }
 
 }  // namespace qf::cuda

@@ -1,5 +1,6 @@
 #include "backends/cuda/weight_prepack.h"
 
+#include <cmath>
 #include <cstring>
 
 #include "backends/cuda/lowbit_dequant.h"
@@ -96,19 +97,44 @@ std::vector<uint8_t> prepack_fpx_weights(FpxType type, int64_t n, int64_t k, con
   return prepack_fpx_codes(layout, codes.data(), row_scales);
 }
 
-std::vector<uint8_t> prepack_fpx_weights(const QuantizedMatrix& q) {
-  const Format& f = q.format;
-  QF_CHECK(f.element.kind == ElementKind::fpx && fpx_prepack_supports(f.element.fpx_type()) &&
-               (f.granularity == Granularity::channel || f.granularity == Granularity::tensor),
-           "FPx pre-packing: weight format ", f.str(),
-           " is not a 5- or 6-bit FPx with one scale per output channel or per tensor (e.g. fp6_e3m2:channel)");
-  const FpxPackedLayout layout = fpx_packed_layout(f.element.fpx_type(), q.rows, q.cols);
-  QF_CHECK(q.codes.size() == size_t(q.rows * q.cols), "FPx pre-packing: ", q.codes.size(), " codes for a [", q.rows,
-           ", ", q.cols, "] matrix");
-  std::vector<float> scales(size_t(q.rows));
-  for (int64_t r = 0; r < q.rows; ++r) scales[size_t(r)] = q.scale_of(r, 0);
-  return prepack_fpx_codes(layout, q.codes.data(), scales.data());
+std::vector<uint8_t> prepack_fpx_weights(const std::vector<const QuantizedMatrix*>& parts) {
+  QF_CHECK(!parts.empty(), "FPx pre-packing: no matrices");
+  const Format& f = parts.front()->format;
+  const int64_t cols = parts.front()->cols;
+  int64_t rows = 0;
+  for (const QuantizedMatrix* q : parts) {
+    const Format& g = q->format;
+    QF_CHECK(g.element.kind == ElementKind::fpx && fpx_prepack_supports(g.element.fpx_type()) &&
+                 (g.granularity == Granularity::channel || g.granularity == Granularity::tensor),
+             "FPx pre-packing: weight format ", g.str(),
+             " is not a 5- or 6-bit FPx with one scale per output channel or per tensor (e.g. fp6_e3m2:channel)");
+    QF_CHECK(g.element == f.element, "FPx pre-packing: stacked matrices of different types (", g.str(), ", ", f.str(), ")");
+    QF_CHECK(q->cols == cols, "FPx pre-packing: stacked matrices of different widths (", q->cols, " and ", cols, ")");
+    QF_CHECK(q->codes.size() == size_t(q->rows * q->cols), "FPx pre-packing: ", q->codes.size(), " codes for a [",
+             q->rows, ", ", q->cols, "] matrix");
+    rows += q->rows;
+  }
+  const FpxPackedLayout layout = fpx_packed_layout(f.element.fpx_type(), rows, cols);
+  if (parts.size() == 1) {
+    const QuantizedMatrix& q = *parts.front();
+    std::vector<float> scales(size_t(q.rows));
+    for (int64_t r = 0; r < q.rows; ++r) scales[size_t(r)] = q.scale_of(r, 0);
+    return prepack_fpx_codes(layout, q.codes.data(), scales.data());
+  }
+  // Stacked (the engine's fused q/k/v and gate/up): the rows in order, each with its own
+  // effective scale.
+  std::vector<uint8_t> codes;
+  std::vector<float> scales;
+  codes.reserve(size_t(rows * cols));
+  scales.reserve(size_t(rows));
+  for (const QuantizedMatrix* q : parts) {
+    codes.insert(codes.end(), q->codes.begin(), q->codes.end());
+    for (int64_t r = 0; r < q->rows; ++r) scales.push_back(q->scale_of(r, 0));
+  }
+  return prepack_fpx_codes(layout, codes.data(), scales.data());
 }
+
+std::vector<uint8_t> prepack_fpx_weights(const QuantizedMatrix& q) { return prepack_fpx_weights({&q}); }
 
 void unpack_fpx_weights(const FpxPackedLayout& layout, const uint8_t* blob, uint8_t* canonical, float* row_scales) {
   const int r = layout.hi_bits();
@@ -135,6 +161,87 @@ void unpack_fpx_weights(const FpxPackedLayout& layout, const uint8_t* blob, uint
     std::memcpy(&pad, blob + layout.scale_offset() + i * sizeof(float), sizeof pad);
     QF_CHECK(pad == 0.0f, "FPx unpacking: padding scale ", i, " is ", pad, ", not 0");
   }
+}
+
+// ---- w4a8 ------------------------------------------------------------------------------------
+
+namespace {
+constexpr size_t align128(size_t x) { return (x + 127) / 128 * 128; }
+}  // namespace
+
+size_t W4a8PackedLayout::scale_offset() const { return align128(code_bytes()); }
+size_t W4a8PackedLayout::row_scale_offset() const { return align128(scale_offset() + size_t(n) * size_t(scale_stride())); }
+size_t W4a8PackedLayout::total_bytes() const { return align128(row_scale_offset() + size_t(n) * sizeof(float)); }
+
+W4a8PackedLayout w4a8_packed_layout(int64_t n, int64_t k) {
+  QF_CHECK(n >= 1 && k >= 32 && k % 32 == 0, "w4a8 pre-packing: weight shape [", n, ", ", k,
+           "] unsupported (K must be a positive multiple of 32: each kernel lane reads 32 codes per row)");
+  return W4a8PackedLayout{n, k};
+}
+
+bool is_w4a8_weight_format(const Format& f) {
+  return f.element == ElementType::integer(4) && !f.asymmetric && f.granularity == Granularity::group &&
+         f.group_size == kW4a8GroupSize && f.scale_type == ElementType::of(ElementKind::fp8_e4m3) && f.lut;
+}
+
+std::vector<uint8_t> prepack_w4a8_weights(const std::vector<const QuantizedMatrix*>& parts) {
+  QF_CHECK(!parts.empty(), "w4a8 pre-packing: no matrices");
+  int64_t rows = 0;
+  const int64_t cols = parts.front()->cols;
+  const ElementType e4m3 = ElementType::of(ElementKind::fp8_e4m3);
+  for (const QuantizedMatrix* q : parts) {
+    const Format& f = q->format;
+    QF_CHECK(is_w4a8_weight_format(f), "w4a8 pre-packing: format ", f.str(),
+             " is not int4:g128:scale=fp8_e4m3:lut (optionally :tensor_scale)");
+    QF_CHECK(q->cols == cols, "w4a8 pre-packing: stacked matrices of different widths (", q->cols, " and ", cols, ")");
+    QF_CHECK(q->scales.size() == size_t(q->rows * q->scale_cols()), "w4a8 pre-packing: the matrix has ",
+             q->scales.size(), " scale bytes, expected ", q->rows * q->scale_cols());
+    // The lut format keeps every |q sigma| <= 448 (no saturation) by this bound; the kernels'
+    // tables rely on it.
+    for (uint8_t code : q->scales) {
+      const float sigma = decode_float_element(e4m3, code);
+      QF_CHECK(std::isfinite(sigma) && sigma >= 0 && sigma <= e4m3.max_value() / 8, "w4a8 pre-packing: group scale ",
+               sigma, " outside [0, ", e4m3.max_value() / 8, "]: not an int4 lut matrix formats/quantize.h made");
+    }
+    rows += q->rows;
+  }
+  const W4a8PackedLayout layout = w4a8_packed_layout(rows, cols);
+  std::vector<uint8_t> blob(layout.total_bytes(), 0);
+  const int64_t sc = layout.scale_cols(), stride = layout.scale_stride();
+  int64_t row0 = 0;
+  for (const QuantizedMatrix* q : parts) {
+    parallel_for(q->rows, 64, [&](int64_t begin, int64_t end) {
+      for (int64_t r = begin; r < end; ++r)
+        for (int64_t c = 0; c < cols; c += 2) {
+          // two's complement -> offset binary (q + 8)
+          const uint32_t lo = (q->codes[size_t(r * cols + c)] & 0xFu) ^ 0x8u;
+          const uint32_t hi = (q->codes[size_t(r * cols + c + 1)] & 0xFu) ^ 0x8u;
+          blob[size_t((row0 + r) * cols + c) / 2] = uint8_t(lo | (hi << 4));
+        }
+    });
+    const float t = q->format.tensor_scale ? q->tensor_scale : 1.0f;
+    for (int64_t r = 0; r < q->rows; ++r) {
+      std::memcpy(&blob[layout.scale_offset() + size_t((row0 + r) * stride)], &q->scales[size_t(r * sc)], size_t(sc));
+      std::memcpy(&blob[layout.row_scale_offset() + size_t(row0 + r) * 4], &t, 4);
+    }
+    row0 += q->rows;
+  }
+  return blob;
+}
+
+std::vector<uint8_t> prepack_w4a8_weights(const QuantizedMatrix& q) { return prepack_w4a8_weights({&q}); }
+
+void unpack_w4a8_weights(const W4a8PackedLayout& layout, const uint8_t* blob, uint8_t* codes, uint8_t* scales,
+                         float* row_scales) {
+  for (int64_t i = 0; i < layout.n * layout.k; i += 2) {
+    const uint8_t b = blob[size_t(i / 2)];
+    codes[size_t(i)] = uint8_t((b & 0xFu) ^ 0x8u);
+    codes[size_t(i + 1)] = uint8_t((b >> 4) ^ 0x8u);
+  }
+  for (int64_t r = 0; r < layout.n; ++r)
+    std::memcpy(scales + r * layout.scale_cols(), blob + layout.scale_offset() + r * layout.scale_stride(),
+                size_t(layout.scale_cols()));
+  std::memcpy(row_scales, blob + layout.row_scale_offset(), size_t(layout.n) * sizeof(float));
 }
 
 }  // namespace qf::cuda
