@@ -70,6 +70,25 @@ std::vector<std::vector<int32_t>> windows_for(const ModelConfig& c, int64_t n, i
   return draw_calibration_windows(text, n, len, seed);
 }
 
+// Every calibrated Hessian equals the one of a plain forward pass. The activations are
+// bit-identical (same ops, same order); only the accumulation differs (F32 GEMM per chunk of <= 48
+// tokens vs double there): relative error ~ 48 * 2^-24 ~ 3e-6 of sqrt(H_ii H_jj) (Cauchy-Schwarz
+// bounds |H_ij| by it). 1e-5 leaves margin; a wrong activation (unquantized q, a missed rounding,
+// a stale norm) changes entries by percent.
+void expect_hessians_match(const Hessians& calibrated, const Hessians& plain) {
+  for (const auto& [name, h] : calibrated) {
+    SCOPED_TRACE(name);
+    const std::vector<double>& p = plain.at(name);
+    ASSERT_EQ(p.size(), h.size());
+    const int64_t n = int64_t(std::sqrt(double(h.size())));
+    for (int64_t i = 0; i < n; ++i)
+      for (int64_t j = 0; j < n; ++j) {
+        const double tol = 1e-5 * std::sqrt(p[size_t(i * n + i)] * p[size_t(j * n + j)]) + 1e-12;
+        ASSERT_NEAR(h[size_t(i * n + j)], p[size_t(i * n + j)], tol) << "H[" << i << ", " << j << "]";
+      }
+  }
+}
+
 TEST(QuantCalibration, WindowsAreSeededAndInRange) {
   std::vector<int32_t> text(100);
   for (int i = 0; i < 100; ++i) text[size_t(i)] = i;
@@ -148,21 +167,7 @@ TEST(QuantCalibration, HessiansEqualXtXOfTheQuantizedModelsPlainForward) {
     (void)engine.forward(b);
   }
   ASSERT_EQ(calibrated.size(), size_t(7 * c.num_layers));
-  for (const auto& [name, h] : calibrated) {
-    SCOPED_TRACE(name);
-    const std::vector<double>& p = plain.at(name);
-    ASSERT_EQ(p.size(), h.size());
-    const int64_t n = int64_t(std::sqrt(double(h.size())));
-    // The activations are bit-identical (same ops, same order); only the accumulation differs
-    // (F32 GEMM per chunk of <= 48 tokens vs double here): relative error ~ 48 * 2^-24 ~ 3e-6 of
-    // sqrt(H_ii H_jj) (Cauchy-Schwarz bounds |H_ij| by it). 1e-5 leaves margin; a wrong
-    // activation (unquantized q, a missed rounding) changes entries by percent.
-    for (int64_t i = 0; i < n; ++i)
-      for (int64_t j = 0; j < n; ++j) {
-        const double tol = 1e-5 * std::sqrt(p[size_t(i * n + i)] * p[size_t(j * n + j)]) + 1e-12;
-        ASSERT_NEAR(h[size_t(i * n + j)], p[size_t(i * n + j)], tol) << "H[" << i << ", " << j << "]";
-      }
-  }
+  expect_hessians_match(calibrated, plain);
 }
 
 TEST(QuantCalibration, QuantizedModelRoundTripsAndRunsAsCalibrated) {
@@ -328,16 +333,7 @@ TEST(QuantCalibration, SmoothingKeepsTheFunctionAndThePlainForwardStatistics) {
   // F32 rounding of g / s and W s (one ulp each, ~6e-8 relative) through two blocks: ~1e-6 of
   // the logits' scale; an unmerged or doubly applied s changes them by tens of percent.
   EXPECT_LT(max_diff, 1e-5 * max_logit) << "smoothing changed the function";
-  for (const auto& [name, h] : calibrated) {
-    SCOPED_TRACE(name);
-    const std::vector<double>& p = plain.at(name);
-    const int64_t n = int64_t(std::sqrt(double(h.size())));
-    for (int64_t i = 0; i < n; ++i)
-      for (int64_t j = 0; j < n; ++j) {
-        const double tol = 1e-5 * std::sqrt(p[size_t(i * n + i)] * p[size_t(j * n + j)]) + 1e-12;
-        ASSERT_NEAR(h[size_t(i * n + j)], p[size_t(i * n + j)], tol) << "H[" << i << ", " << j << "]";
-      }
-  }
+  expect_hessians_match(calibrated, plain);
 }
 
 // quantize_model with "transforms": ["smooth"] (alpha searched) and ["smooth:0.5"]: the search
