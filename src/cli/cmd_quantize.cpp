@@ -229,15 +229,19 @@ void register_quantize(CLI::App& app) {
       "GPTQ recipes run the calibration text through the model block by block (each block sees the outputs of "
       "the blocks already quantized) and quantize each linear from its inputs' Hessian X^T X; RTN recipes need "
       "no calibration. The result is a self-contained folder (config.json with quantization_config, "
-      "model.safetensors with packed weights, the tokenizer; docs/checkpoint.md) that ppl, generate, info and bench run in simulation: weights "
-      "dequantized exactly, activations and KV cache rounded as the recipe says. Recipes with the \"smooth\" "
+      "model.safetensors with packed weights, the tokenizer; docs/checkpoint.md) that ppl, generate, info and "
+      "bench run: on the CPU in simulation (weights dequantized exactly, activations and KV cache rounded as the "
+      "recipe says), on the GPU through the kernels made for it (fireq-w4a8: INT4 x FP8; fp6, fp6-e2m3, fp5: FPx x "
+      "BF16; weight-only recipes as BF16; `qforge info` says which). Recipes with the \"smooth\" "
       "transform (fireq-w4a8) calibrate too, even with RTN: FireQ's channel-wise smoothing chooses its scales "
       "per block from the activations (docs/checkpoint.md).\n\n"
       "Examples:\n"
       "  qforge quantize --list-recipes\n"
       "  qforge quantize --recipe rtn-w4g128 -o out/rtn-w4g128           # default model, seconds\n"
       "  qforge quantize --recipe gptq-w4g128 -o out/gptq --samples 128 --seqlen 512\n"
-      "  qforge ppl out/gptq --ctx 512 --chunks 16");
+      "  qforge ppl out/gptq --ctx 512 --chunks 16\n"
+      "  qforge quantize --recipe fireq-w4a8 -o out/fireq --samples 128 --seqlen 512   # FireQ W4A8\n"
+      "  qforge ppl out/fireq --device cuda   # through the INT4 x FP8 kernels on a Hopper GPU");
   cmd->callback([a] { run_quantize(*a); });
 }
 
