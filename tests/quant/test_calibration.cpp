@@ -89,6 +89,26 @@ void expect_hessians_match(const Hessians& calibrated, const Hessians& plain) {
   }
 }
 
+// The logits of a checkpoint read back from `dir`, run as ppl and generate run it: the engine
+// create_engine makes, with the recorded per-layer activation and KV formats.
+Tensor checkpoint_logits(const QuantizedModel& back, const std::string& dir, int64_t slot_capacity, const Batch& b) {
+  Model model;
+  model.checkpoint = dequantized_checkpoint(back, dir);
+  model.quantization = back.quantization;
+  EngineOptions eo;
+  eo.slot_capacity = slot_capacity;
+  return create_engine(model, eo)->forward(b);
+}
+
+// Bit-equal and finite.
+void expect_same_finite_logits(const Tensor& logits, const Tensor& expected) {
+  ASSERT_EQ(logits.numel(), expected.numel());
+  for (int64_t i = 0; i < logits.numel(); ++i) {
+    ASSERT_TRUE(std::isfinite(logits.data<float>()[i])) << i;
+    ASSERT_EQ(logits.data<float>()[i], expected.data<float>()[i]) << i;
+  }
+}
+
 TEST(QuantCalibration, WindowsAreSeededAndInRange) {
   std::vector<int32_t> text(100);
   for (int i = 0; i < 100; ++i) text[size_t(i)] = i;
@@ -214,15 +234,9 @@ TEST(QuantCalibration, QuantizedModelRoundTripsAndRunsAsCalibrated) {
   }
   // The engine on the dequantized checkpoint, with the recorded per-layer activation format and
   // KV format (create_engine reads them from Model::quantization).
-  Model model;
-  model.checkpoint = dequantized_checkpoint(back, dir);
-  model.quantization = back.quantization;
-  EngineOptions eo;
-  eo.slot_capacity = L;
-  auto engine = create_engine(model, eo);
   Batch b;
   b.add_sequence(0, 0, o.windows[0], Batch::Logits::All);
-  const Tensor logits = engine->forward(b);
+  const Tensor logits = checkpoint_logits(back, dir, L, b);
   // The same model built by hand: the in-memory weights, down_proj's input rounded, int8 KV.
   Checkpoint hand = dequantized_checkpoint(q, dir);
   CpuEngine ref(hand, 1, L, [&](const std::string& name, const Tensor& w, const Tensor& bias) {
@@ -233,8 +247,7 @@ TEST(QuantCalibration, QuantizedModelRoundTripsAndRunsAsCalibrated) {
   });
   ref.set_kv_cache_format(Format::parse("int8:token"));
   const Tensor expected = ref.forward(b);
-  ASSERT_EQ(logits.numel(), expected.numel());
-  for (int64_t i = 0; i < logits.numel(); ++i) ASSERT_EQ(logits.data<float>()[i], expected.data<float>()[i]) << i;
+  expect_same_finite_logits(logits, expected);
   std::filesystem::remove_all(dir);
 }
 
@@ -393,15 +406,9 @@ TEST(QuantCalibration, SmoothedRecipeWritesItsNormsAndRunsAsCalibrated) {
       EXPECT_FALSE(std::equal(g0.data<float>(), g0.data<float>() + g0.numel(), g.data<float>())) << name;
       EXPECT_TRUE(std::equal(g.data<float>(), g.data<float>() + g.numel(), q.dense.at(name).data<float>())) << name;
     }
-  Model model;
-  model.checkpoint = dequantized_checkpoint(back, dir);
-  model.quantization = back.quantization;
-  EngineOptions eo;
-  eo.slot_capacity = L;
-  auto engine = create_engine(model, eo);
   Batch b;
   b.add_sequence(0, 0, o.windows[0], Batch::Logits::All);
-  const Tensor logits = engine->forward(b);
+  const Tensor logits = checkpoint_logits(back, dir, L, b);
   Checkpoint hand = dequantized_checkpoint(q, dir);
   CpuEngine ref(hand, 1, L, [&](const std::string& name, const Tensor& w, const Tensor& bias) {
     std::unique_ptr<cpu::LinearLayer> inner = make_dense_linear(name, w, bias);
@@ -410,11 +417,7 @@ TEST(QuantCalibration, SmoothedRecipeWritesItsNormsAndRunsAsCalibrated) {
         std::make_unique<cpu::ActivationQuantizedLinear>(std::move(inner), Format::parse("fp8_e4m3:token")));
   });
   const Tensor expected = ref.forward(b);
-  ASSERT_EQ(logits.numel(), expected.numel());
-  for (int64_t i = 0; i < logits.numel(); ++i) {
-    ASSERT_TRUE(std::isfinite(logits.data<float>()[i]));
-    ASSERT_EQ(logits.data<float>()[i], expected.data<float>()[i]) << i;
-  }
+  expect_same_finite_logits(logits, expected);
   std::filesystem::remove_all(dir);
 }
 
