@@ -16,7 +16,8 @@
 # Steps can be chosen: QF_DEVICE_STEPS="tests model peer" (default: "tests gemm attention model
 # peer ppl qppl", in order; "qppl" compares the perplexity through the quantized kernels (fp6, and a
 # carried fireq-w4a8 checkpoint) with the CPU simulation; QF_BENCH_WEIGHTS picks the linear modes
-# of the synthetic bench model runs (default "bf16 w4a8 fp6"); "quantize" times `qforge quantize --recipe gptq-w4g128` on the default
+# of the synthetic bench model runs (default "bf16 w4a8 fp6"), QF_BENCH_KV their KV caches (default
+# "bf16"; "int4" / "fp8" add FP8 queries: FireQ's attention); "quantize" times `qforge quantize --recipe gptq-w4g128` on the default
 # model and scores the result; "ppl" compares GPU and CPU perplexity, QF_PPL_ARGS its windows). QF_BENCH_GEMM_ARGS adds arguments to `qforge bench gemm` (e.g. "--models
 # llama2-7b"). QF_BENCH_MODELS: what `bench model` runs (default "llama2-7b default": the
 # synthetic llama2-7b of issue 3's targets, then the default model file when present);
@@ -132,14 +133,20 @@ for step in $STEPS; do
           [ -n "${QF_MODEL:-}" ] || { echo "bench model: the default model is absent, skipped" >&2; continue; }
           runs="default:"
         else
-          # Synthetic models once per linear mode (QF_BENCH_WEIGHTS: bf16, w4a8 = FireQ, fp6 = FP6-LLM).
+          # Synthetic models once per linear mode (QF_BENCH_WEIGHTS: bf16, w4a8 = FireQ, fp6 = FP6-LLM)
+          # and KV cache (QF_BENCH_KV: bf16; int4 / fp8 run with FP8 queries, FireQ's attention).
           runs=""
-          for w in ${QF_BENCH_WEIGHTS:-bf16 w4a8 fp6}; do runs="$runs $m:$w"; done
+          for w in ${QF_BENCH_WEIGHTS:-bf16 w4a8 fp6}; do
+            for kv in ${QF_BENCH_KV:-bf16}; do runs="$runs $m:$w:$kv"; done
+          done
         fi
         for r in $runs; do
-          m=${r%%:*}; w=${r#*:}
+          m=${r%%:*}; rest=${r#*:}; w=${rest%%:*}; kv=${rest#*:}
           if [ "$m" = default ]; then what=""; name=default
-          else what="--synthetic $m --weights $w"; name=$m; [ "$w" = bf16 ] || name=$m-$w; fi
+          else
+            what="--synthetic $m --weights $w"; name=$m; [ "$w" = bf16 ] || name=$m-$w
+            [ "$kv" = bf16 ] || { what="$what --kv $kv --fp8-queries"; name=$name-kv$kv; }
+          fi
           echo "== bench model $name"
           # shellcheck disable=SC2086
           run_step "bench model $name" bash -c "'$BIN/qforge' bench model $what --json-file '$WORK/model_$name.json' ${QF_BENCH_MODEL_ARGS:-} >'$WORK/model_$name.txt' 2>>'$LOG'"
@@ -151,7 +158,7 @@ for step in $STEPS; do
       # Issues 5 and 6: perplexity through the quantized kernels equal to the CPU simulation of the
       # same checkpoint. Recipes that need no calibration are quantized here (seconds); a
       # checkpoint carried in .carry/ckpt (config.json, tokenizer.gguf) with its safetensors in
-      # .model_part_ck1/2 (fireq-w4a8: GPTQ calibration is too slow for a device call) runs too.
+      # .model_part_ck1/2 (fireq-w4a8, now with the INT4 KV cache: GPTQ calibration is too slow for a device call) runs too.
       [ -n "${QF_MODEL:-}" ] || { echo "qppl: the default model is absent, skipped" >&2; continue; }
       ckpts=""
       for r in ${QF_QPPL_RECIPES:-fp6}; do

@@ -59,12 +59,17 @@ struct AttentionFlags {
   double peak_tflops = 740.0;
   double copy_gb_s = 3000.0;
   uint64_t seed = 1;
+  std::vector<std::string> prefill;  // BATCHxTOKENS[+PAST]; empty: the defaults
+  bool no_decode = false;
+  bool no_fp8 = false;
 };
 
 struct ModelFlags {
   std::string model;      // a model file/directory, or empty
   std::string synthetic;  // a synthetic model name, or empty
   std::string weights = "bf16";  // synthetic: how the linears run (bf16, w4a8, fp6, fp6-e2m3, fp5)
+  std::string kv;                // the KV cache: bf16, int4, fp8 (empty: the model's own, else bf16)
+  bool fp8_queries = false;      // round queries to FP8 (FireQ)
   bool json = false;
   std::string json_file;
   std::vector<std::string> prefill = {"1x512", "1x2048", "4x2048"};
@@ -221,6 +226,25 @@ void run_model_bench(const ModelFlags& f) {
     label = path + (linears.kind == CudaLinears::bf16 ? std::string(" (weights as BF16)")
                                                       : " (" + cuda_linears_name(linears) + " linears)");
   }
+  CudaAttentionMode attention;
+  if (model && model->quantization) {
+    const std::optional<CudaAttentionMode> a = cuda_attention_for(model->quantization->kv_cache, model->quantization->query);
+    QF_CHECK(a.has_value(), "bench model: the checkpoint's KV-cache or query format runs on the CPU engine only");
+    attention = *a;
+  }
+  if (!f.kv.empty()) {
+    const std::map<std::string, cuda::KvElement> kinds = {
+        {"bf16", cuda::KvElement::bf16}, {"int4", cuda::KvElement::int4}, {"fp8", cuda::KvElement::fp8_e4m3}};
+    auto it = kinds.find(f.kv);
+    QF_CHECK(it != kinds.end(), "bench model: --kv is bf16, int4 or fp8, got \"", f.kv, "\"");
+    attention.kv = it->second;
+  }
+  if (f.fp8_queries) attention.q_fp8 = true;
+  if (attention != CudaAttentionMode{}) label += ", " + cuda_attention_name(attention);
+  // K and V of one token in every layer: what the cache spends per token.
+  auto kv_token_bytes = [&](cuda::KvElement e) {
+    return 2 * config.num_layers * config.num_kv_heads * cuda::kv_row_bytes_with_scale(e, int(config.head_dim));
+  };
   // chunk: tokens per prefill pass (the decode cases prefill their context untimed, in passes of
   // at most 2048 tokens, so that a larger --chunk does not cost the KV cache of batch 128 room).
   auto make_engine = [&](int slots, int64_t capacity, int64_t chunk) {
@@ -229,6 +253,7 @@ void run_model_bench(const ModelFlags& f) {
     o.slot_capacity = capacity;
     o.max_chunk_tokens = chunk;
     o.linears = linears;
+    o.attention = attention;
     if (model) return std::make_unique<CudaEngine>(model->checkpoint, o, &model->quantized_weights);
     return std::make_unique<CudaEngine>(config, o, f.seed);
   };
@@ -380,6 +405,10 @@ void run_model_bench(const ModelFlags& f) {
                  {"vocab", config.vocab_size}};
   j["weight_bytes"] = weight_bytes;
   j["decode_read_bytes"] = decode_read_bytes;
+  j["kv_cache"] = {{"format", cuda::kv_element_name(attention.kv)},
+                   {"bytes_per_token", kv_token_bytes(attention.kv)},
+                   {"bf16_bytes_per_token", kv_token_bytes(cuda::KvElement::bf16)},
+                   {"q_fp8", attention.q_fp8}};
   j["peak_gpu_bytes"] = peak_used;
   j["copy_gb_s"] = copy_gb_s;
   j["copy_measured"] = copy_measured;
@@ -428,6 +457,10 @@ void run_model_bench(const ModelFlags& f) {
   std::printf("weights %s on the GPU (a decode step reads %s); peak GPU memory in use %s; prefill passes of %lld tokens\n",
               cuda::size_str(weight_bytes).c_str(), cuda::size_str(decode_read_bytes).c_str(),
               cuda::size_str(peak_used).c_str(), static_cast<long long>(f.chunk));
+  std::printf("KV cache: %s, %lld bytes per token (BF16: %lld, %.2fx the tokens in the same memory)\n",
+              cuda::kv_element_name(attention.kv), static_cast<long long>(kv_token_bytes(attention.kv)),
+              static_cast<long long>(kv_token_bytes(cuda::KvElement::bf16)),
+              double(kv_token_bytes(cuda::KvElement::bf16)) / double(kv_token_bytes(attention.kv)));
   std::printf("\nprefill (batch x prompt; TTFT = the whole prefill, first token of every sequence)\n");
   std::printf("%6s %7s %12s %14s\n", "batch", "prompt", "TTFT ms", "tokens/s");
   for (const PrefillRow& p : prefill) {
@@ -588,6 +621,21 @@ void run_attention(const AttentionFlags& f) {
   o.peak_tflops = f.peak_tflops;
   o.copy_gb_s = f.copy_gb_s;
   o.seed = f.seed;
+  if (!f.prefill.empty()) {
+    o.prefill.clear();
+    for (const std::string& spec : f.prefill) {
+      cuda::PrefillBenchCase c;
+      int used = -1, used_past = -1;
+      const int n = std::sscanf(spec.c_str(), "%dx%d%n+%d%n", &c.batch, &c.tokens, &used, &c.past, &used_past);
+      const bool whole = (n == 2 && used == int(spec.size())) || (n == 3 && used_past == int(spec.size()));
+      QF_CHECK(whole && c.batch > 0 && c.tokens > 0 && c.past >= 0,
+               "bench attention: --prefill entries are BATCHxTOKENS or BATCHxTOKENS+PAST, e.g. 1x8192 or 1x512+3584; "
+               "got \"", spec, "\"");
+      o.prefill.push_back(c);
+    }
+  }
+  if (f.no_decode) o.decode.clear();
+  o.fp8 = !f.no_fp8;
   o.progress = [](const std::string& line) { std::fprintf(stderr, "[bench attention] %s\n", line.c_str()); };
   const cuda::AttentionBenchReport report = cuda::run_attention_bench(o);
   const std::string json = cuda::attention_bench_json(report);
@@ -662,6 +710,18 @@ void register_bench(CLI::App& app) {
   attention->add_option("--copy-gb-s", att->copy_gb_s, "Bandwidth of the byte floor (default 3000; bench gemm measures it)")
       ->check(CLI::PositiveNumber);
   attention->add_option("--seed", att->seed, "Seed of the random operands");
+  attention->add_option("--prefill", att->prefill,
+                        "Prefill cases BATCHxTOKENS[+PAST], comma-separated (default: 1x512,1x2048,4x2048,1x4096,"
+                        "1x8192,1x16384,1x512+3584)")
+      ->delimiter(',');
+  attention->add_flag("--no-decode", att->no_decode, "Skip the decode cases");
+  attention->add_flag("--no-fp8", att->no_fp8,
+                      "Skip the FP8 prefill kernel (by default it runs with both pipelines next to every BF16 "
+                      "prefill case)");
+  attention->footer(
+      "\nExamples:\n"
+      "  qforge bench attention\n"
+      "  qforge bench attention --models llama3-8b,llama2-7b --prefill 1x4096,1x8192,1x16384 --no-decode\n");
   attention->callback([att] { run_attention(*att); });
 
   auto mf = std::make_shared<ModelFlags>();
@@ -682,6 +742,12 @@ void register_bench(CLI::App& app) {
                     "weights with a scale per channel x BF16 activations)")
       ->capture_default_str();
   model->add_flag("--json", mf->json, "Print one JSON object instead of the table");
+  model->add_option("--kv", mf->kv,
+                    "The KV cache: bf16, int4 (FireQ: INT4 codes with one F16 scale per token and KV head, ~4x the "
+                    "tokens of bf16 in the same memory) or fp8 (E4M3, per-token F16 scale); default: the model's own "
+                    "(a checkpoint's recorded kv_cache), else bf16");
+  model->add_flag("--fp8-queries", mf->fp8_queries,
+                  "Round queries to FP8 E4M3 per token and head after RoPE (FireQ); default: the model's own");
   model->add_option("--json-file", mf->json_file, "Also write the JSON object to this file");
   model->add_option("--prefill", mf->prefill, "Prefill cases BATCHxPROMPT (default: 1x512,1x2048,4x2048)")
       ->delimiter(',');

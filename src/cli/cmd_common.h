@@ -28,6 +28,8 @@ struct EngineFlags {
   int threads = 0;
   std::string activations;  // EngineOptions::activation_format
   std::string kv_cache;     // EngineOptions::kv_cache_format
+  std::string query;        // EngineOptions::query_format
+  bool bf16_prefill_attention = false;  // !EngineOptions::fp8_prefill_attention
 };
 
 inline void add_engine_flags(CLI::App* cmd, EngineFlags& f) {
@@ -41,18 +43,27 @@ inline void add_engine_flags(CLI::App* cmd, EngineFlags& f) {
                   "Simulate quantized activations: quantize every linear layer's input to this format, e.g. "
                   "fp8_e4m3:token, int8:g32:scale=f16 (what llama.cpp's CPU Q4/Q8 dot products use)");
   cmd->add_option("--kv-cache", f.kv_cache,
-                  "Simulate a KV cache stored in this format, e.g. f16 (llama.cpp's default), fp8_e4m3:token");
+                  "Simulate a KV cache stored in this format, e.g. f16 (llama.cpp's default), fp8_e4m3:token, "
+                  "int4:token:scale=f16 (FireQ's: one F16 scale per token and KV head)");
+  cmd->add_option("--query", f.query,
+                  "Simulate quantized attention queries: round each (token, head) query vector after RoPE to this "
+                  "format, e.g. fp8_e4m3:token (FireQ's FP8 attention)");
+  cmd->add_flag("--bf16-prefill-attention", f.bf16_prefill_attention,
+                "CUDA, FireQ checkpoints (INT4/FP8 KV cache, FP8 queries): run prefill attention in BF16 over a "
+                "dequantized copy of the cache instead of on FP8 tensor cores (slower; no FP8 rounding of the "
+                "attention probabilities, so it matches the CPU simulation)");
 }
 
 // Sets the thread count and checks the device and formats before the (slow) model load.
 inline Device apply_engine_flags(const EngineFlags& f) {
   if (!f.activations.empty()) (void)Format::parse(f.activations);
   if (!f.kv_cache.empty()) (void)Format::parse(f.kv_cache);
+  if (!f.query.empty()) (void)Format::parse(f.query);
   if (f.threads > 0) set_num_threads(f.threads);
-  const bool simulating = !f.activations.empty() || !f.kv_cache.empty();
+  const bool simulating = !f.activations.empty() || !f.kv_cache.empty() || !f.query.empty();
   const Device d = !f.device.empty() ? parse_device(f.device) : simulating ? Device::Cpu : default_device();
-  QF_CHECK(d == Device::Cpu || (f.activations.empty() && f.kv_cache.empty()),
-           "--activations and --kv-cache are simulations of the CPU engine (--device cpu)");
+  QF_CHECK(d == Device::Cpu || !simulating,
+           "--activations, --kv-cache and --query are simulations of the CPU engine (--device cpu)");
   require_device(d);
   return d;
 }
@@ -74,6 +85,8 @@ inline void fill_engine_options(const EngineFlags& f, Device device, EngineOptio
   o.device = device;
   o.activation_format = f.activations;
   o.kv_cache_format = f.kv_cache;
+  o.query_format = f.query;
+  o.fp8_prefill_attention = !f.bf16_prefill_attention;
 }
 
 // What the engine rounds linear inputs / the KV cache to, for reports: the flag if given, else
@@ -89,6 +102,12 @@ inline std::string activations_text(const EngineFlags& f, const Model& m) {
   }
   return "f32";
 }
+inline std::string query_text(const EngineFlags& f, const Model& m) {
+  if (!f.query.empty()) return f.query;
+  if (m.quantization && m.quantization->query) return "checkpoint's: " + m.quantization->query->str();
+  return "f32";
+}
+
 inline std::string kv_cache_text(const EngineFlags& f, const Model& m) {
   if (!f.kv_cache.empty()) return f.kv_cache;
   if (m.quantization && m.quantization->kv_cache) return "checkpoint's: " + m.quantization->kv_cache->str();

@@ -99,16 +99,26 @@ void run_info(const std::string& model_arg) {
       ++formats[str(lq.weights.str(), " x ", lq.activations ? lq.activations->str() : std::string("f32"))];
     std::string ftext;
     for (const auto& [f, n] : formats) ftext += str(ftext.empty() ? "" : ", ", f, " (", n, ")");
-    std::printf("quantized      recipe %s; weights x activations: %s; KV cache %s\n", q.recipe_name.c_str(),
-                ftext.c_str(), q.kv_cache ? q.kv_cache->str().c_str() : "f32");
+    int post_rope = 0;
+    for (int64_t l = 0; l < m.config().num_layers; ++l) post_rope += m.checkpoint.has(k_post_rope_scale_name(l));
+    std::printf("quantized      recipe %s; weights x activations: %s; KV cache %s; queries %s%s\n",
+                q.recipe_name.c_str(), ftext.c_str(), q.kv_cache ? q.kv_cache->str().c_str() : "f32",
+                q.query ? q.query->str().c_str() : "f32",
+                post_rope ? str("; post-RoPE key scales in ", post_rope, " layers").c_str() : "");
     std::printf("on disk        %s\n", bytes_text(double(directory_size_bytes(path))).c_str());
     // Where it runs as stored: the CPU simulates every format exactly; the CUDA engine runs the
     // ones it has kernels for (runtime/cuda_engine.h cuda_linears_for).
     const std::optional<CudaLinearMode> cuda = cuda_linears_for(q);
+    const std::optional<CudaAttentionMode> att = cuda_attention_for(q.kv_cache, q.query);
     std::string gpu = "not natively (activation / KV-cache rounding only the CPU simulates)";
-    if (cuda && cuda->kind == CudaLinears::w4a8) gpu = "FireQ INT4 x FP8 kernels (w4a8)";
-    else if (cuda && cuda->kind == CudaLinears::fpx) gpu = cuda_linears_name(*cuda) + " x BF16 kernels (FP6-LLM)";
-    else if (cuda) gpu = "as BF16 (weights dequantized)";
+    if (cuda && att) {
+      if (cuda->kind == CudaLinears::w4a8) gpu = "FireQ INT4 x FP8 kernels (w4a8)";
+      else if (cuda->kind == CudaLinears::fpx) gpu = cuda_linears_name(*cuda) + " x BF16 kernels (FP6-LLM)";
+      else gpu = "as BF16 (weights dequantized)";
+      if (*att != CudaAttentionMode{})
+        gpu += str("; attention: ", cuda_attention_name(*att),
+                   att->kv != cuda::KvElement::bf16 && att->q_fp8 ? " (FP8 prefill attention)" : "");
+    }
     std::printf("runs           CPU: simulated exactly (weights dequantized, activations rounded); CUDA: %s\n",
                 gpu.c_str());
   }

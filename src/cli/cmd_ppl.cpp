@@ -86,6 +86,7 @@ void run_ppl(const PplArgs& a) {
                         {"device", engine->describe()},
                         {"activations", activations_text(a.engine, model)},
                         {"kv_cache", kv_cache_text(a.engine, model)},
+                        {"query", query_text(a.engine, model)},
                         {"running_ppl", r.running_ppl}};
     std::printf("%s\n", j.dump().c_str());
     return;
@@ -93,7 +94,8 @@ void run_ppl(const PplArgs& a) {
   std::printf("model: %s\ndata: %s\nscoring: %s\nengine: %s%s\n", path.c_str(), data.c_str(), scoring,
               engine->describe().c_str(),
               str(activations_text(a.engine, model) == "f32" ? "" : ", activations " + activations_text(a.engine, model),
-                  kv_cache_text(a.engine, model) == "f32" ? "" : ", KV cache " + kv_cache_text(a.engine, model))
+                  kv_cache_text(a.engine, model) == "f32" ? "" : ", KV cache " + kv_cache_text(a.engine, model),
+                  query_text(a.engine, model) == "f32" ? "" : ", queries " + query_text(a.engine, model))
                   .c_str());
   std::printf("perplexity: %.4f ± %.4f over %ld tokens (%ld windows of %ld), %.1f tok/s\n", r.ppl, r.ppl_stderr,
               long(r.tokens_scored), long(r.windows), long(r.ctx), r.tokens_per_second());

@@ -234,13 +234,20 @@ void register_quantize(CLI::App& app) {
       "recipe says), on the GPU through the kernels made for it (fireq-w4a8: INT4 x FP8; fp6, fp6-e2m3, fp5: FPx x "
       "BF16; weight-only recipes as BF16; `qforge info` says which). Recipes with the \"smooth\" "
       "transform (fireq-w4a8) calibrate too, even with RTN: FireQ's channel-wise smoothing chooses its scales "
-      "per block from the activations (docs/checkpoint.md).\n\n"
+      "per block from the activations (docs/checkpoint.md). The \"rope_scale\" transform (fireq-w4a8; "
+      "\"rope_scale:pre\" / \"rope_scale:post\" for one half) is FireQ's RoPE-aware scaling of queries and keys: "
+      "a per-pair pre-RoPE scale merged into q_proj/k_proj, and a post-RoPE scale of the top key channels that "
+      "the checkpoint stores per layer as model.layers.N.self_attn.k_post_rope_scale (F32 [kv_heads x head_dim]; "
+      "keys *= it, queries /= it after RoPE). A recipe's \"kv_cache\" and \"query\" formats (fireq-w4a8: "
+      "int4:token:scale=f16 and fp8_e4m3:token) are recorded in quantization_config and applied by the engine: "
+      "each cached (token, KV head) vector and each (token, head) query after RoPE is rounded to them. "
+      "fireq-w4a8-linear is issue 6's linear-only recipe.\n\n"
       "Examples:\n"
       "  qforge quantize --list-recipes\n"
       "  qforge quantize --recipe rtn-w4g128 -o out/rtn-w4g128           # default model, seconds\n"
       "  qforge quantize --recipe gptq-w4g128 -o out/gptq --samples 128 --seqlen 512\n"
       "  qforge ppl out/gptq --ctx 512 --chunks 16\n"
-      "  qforge quantize --recipe fireq-w4a8 -o out/fireq --samples 128 --seqlen 512   # FireQ W4A8\n"
+      "  qforge quantize --recipe fireq-w4a8 -o out/fireq --samples 128 --seqlen 512   # FireQ W4A8, INT4 KV\n"
       "  qforge ppl out/fireq --device cuda   # through the INT4 x FP8 kernels on a Hopper GPU");
   cmd->callback([a] { run_quantize(*a); });
 }

@@ -123,6 +123,17 @@ void check_values(const QuantizedMatrix& q, const std::string& where) {
   }
 }
 
+// The optional post-RoPE scale of a layer: F32 [kv_dim], finite and > 0 (a zero or infinite
+// scale would turn the function-preserving q / s, k * s into NaNs).
+void check_post_rope_scale(const Tensor& t, const ModelConfig& c, const std::string& where) {
+  QF_CHECK(t.dtype() == DType::F32, where, ": dtype ", dtype_name(t.dtype()), "; a post-RoPE scale is F32");
+  QF_CHECK(t.shape() == Shape{c.num_kv_heads * c.head_dim}, where, ": shape ", shape_str(t.shape()), ", expected [",
+           c.num_kv_heads * c.head_dim, "] (num_kv_heads * head_dim)");
+  const float* v = t.data<float>();
+  for (int64_t i = 0; i < t.numel(); ++i)
+    QF_CHECK(std::isfinite(v[i]) && v[i] > 0, where, ": element ", i, " is ", v[i], "; scales must be finite and > 0");
+}
+
 void check_dense(const Tensor& t, const Shape& shape, const std::string& where) {
   QF_CHECK(t.dtype() == DType::F32 || t.dtype() == DType::F16 || t.dtype() == DType::BF16, where, ": dtype ",
            dtype_name(t.dtype()), "; unquantized tensors are F32, F16 or BF16");
@@ -155,8 +166,13 @@ void check_model(const QuantizedModel& m, const std::string& where) {
     QF_CHECK(m.weights.count(name), where, ": quantization_config.linears lists '", name,
              "', which the model does not have quantized");
   }
+  std::set<std::string> optional;
+  for (int64_t l = 0; l < m.config.num_layers; ++l) optional.insert(k_post_rope_scale_name(l));
   for (const auto& [name, t] : m.dense) {
-    (void)t;
+    if (optional.count(name)) {
+      check_post_rope_scale(t, m.config, str(where, ": '", name, "'"));
+      continue;
+    }
     QF_CHECK(needed.count(name), where, ": '", name, "' is not a tensor of this architecture");
   }
   for (const auto& [name, q] : m.weights) {
@@ -216,6 +232,8 @@ bool is_file_name(const std::string& n) {
 
 }  // namespace
 
+std::string k_post_rope_scale_name(int64_t layer) { return names::layer(layer, "self_attn.k_post_rope_scale"); }
+
 // ---- QuantizationConfig ----
 
 json QuantizationConfig::to_json() const {
@@ -234,6 +252,7 @@ json QuantizationConfig::to_json() const {
           {"recipe", recipe},
           {"calibration", calibration},
           {"kv_cache", kv_cache ? json(kv_cache->str()) : json(nullptr)},
+          {"query", query ? json(query->str()) : json(nullptr)},
           {"linears", lin}};
 }
 
@@ -259,6 +278,7 @@ QuantizationConfig QuantizationConfig::from_json(const json& j, const std::strin
     }
   };
   if (const json* kv = json_text::find(j, "kv_cache")) c.kv_cache = format_of(*kv, "kv_cache");
+  if (const json* q = json_text::find(j, "query")) c.query = format_of(*q, "query");
   // Checkpoints written before tokenizer.gguf existed pointed at the source GGUF by absolute
   // path, which broke when the file moved; they are not read (re-quantizing takes seconds for
   // RTN), and say so rather than failing later for want of a tokenizer.
@@ -496,6 +516,13 @@ QuantizedModel read_quantized_checkpoint(const std::string& dir) {
     }
     check_values(q, str(file_path, ": '", name, "'"));
     m.weights[name] = std::move(q);
+  }
+  for (int64_t l = 0; l < m.config.num_layers; ++l) {
+    const std::string name = k_post_rope_scale_name(l);
+    if (const safetensors::TensorEntry* e = file->find(name)) {
+      used.insert(name);
+      m.dense[name] = file->tensor(*e);  // checked (dtype, shape, values) by check_model below
+    }
   }
   for (const safetensors::TensorEntry& e : file->tensors())
     QF_CHECK(used.count(e.name), file_path, ": '", e.name,

@@ -14,7 +14,8 @@
 //   P.weight_tensor_scale  tensor_scale only: F32 [1]
 //
 // Everything else (norms, the kept embedding / LM head) is stored as an ordinary tensor under its
-// canonical name. The config's "quantization_config" names the recipe, its settings, the
+// canonical name. Optional per layer: model.layers.{i}.self_attn.k_post_rope_scale, F32
+// [num_kv_heads * head_dim], FireQ's post-RoPE key scale (k_post_rope_scale_name below). The config's "quantization_config" names the recipe, its settings, the
 // calibration and, per quantized layer, the weight and activation formats; loading checks every
 // tensor against it (dtype, shape, packed size, scale count, zero-point range, finiteness) and
 // fails with a message naming the tensor.
@@ -57,11 +58,23 @@ struct LinearQuantization {
   bool error_from_hessian = false;
 };
 
+// FireQ's post-RoPE key scale of layer `layer` (recipe transform "rope_scale", quant/rope_scale.h):
+// "model.layers.{layer}.self_attn.k_post_rope_scale", a dense F32 tensor [num_kv_heads * head_dim]
+// of finite values > 0, present only when the transform ran. After RoPE, key channel (h, d) is
+// multiplied by scale[h * head_dim + d] and query channel (qh, d) divided by
+// scale[(qh / (num_heads / num_kv_heads)) * head_dim + d]; then the query is rounded to
+// QuantizationConfig::query and the keys and values are written to the cache in kv_cache. Every
+// engine applies it when the tensor exists (the function is then unchanged up to rounding).
+std::string k_post_rope_scale_name(int64_t layer);
+
 struct QuantizationConfig {
   std::string recipe_name;
   nlohmann::json recipe;       // the recipe as applied (quant/recipe.h to_json), for reproduction
   nlohmann::json calibration;  // {"text", "samples", "seqlen", "seed", "tokens"} or null
   std::optional<Format> kv_cache;
+  // Each (token, query head) row of head_dim values is rounded to this after RoPE and the
+  // post-RoPE scale (FireQ: "fp8_e4m3:token"); none: unrounded.
+  std::optional<Format> query;
   std::map<std::string, LinearQuantization> linears;  // by canonical weight name
 
   nlohmann::json to_json() const;
@@ -74,7 +87,8 @@ struct QuantizedModel {
   QuantizationConfig quantization;
   // The quantized weights, one per quantization.linears entry (same names).
   std::map<std::string, QuantizedMatrix> weights;
-  // Every other tensor the model needs, as stored (F32, BF16 or F16).
+  // Every other tensor the model needs, as stored (F32, BF16 or F16), and the optional
+  // k_post_rope_scale tensors (F32).
   std::map<std::string, Tensor> dense;
 };
 

@@ -268,6 +268,7 @@ void calibrate_sequentially(const CalibrationModel& model, const std::vector<std
   QF_CHECK(int64_t(model.rope_inv_freq.size()) == half, "calibration: ", model.rope_inv_freq.size(),
            " RoPE frequencies for head_dim ", d, " (expected ", half, ")");
   if (model.kv_cache) cpu::check_row_format(*model.kv_cache, d, "KV cache");
+  if (model.query) cpu::check_row_format(*model.query, d, "query");
   const int64_t N = int64_t(windows.size()), T = N * L;
   const int64_t per_chunk = std::max<int64_t>(1, options.chunk_tokens / L);
   const float eps = float(c.rms_norm_eps), attn_scale = 1.0f / std::sqrt(float(d));
@@ -328,8 +329,10 @@ void calibrate_sequentially(const CalibrationModel& model, const std::vector<std
   // normed rows. With smoothing, the scales are chosen on their statistics and sample, merged
   // into g and the stage's linears, and the statistics recomputed with the new g (x, the
   // residual stream, is final for this stage by then), so `quantize` sees the smoothed input.
+  // before_quantize: a last change of the stage's linears (the RoPE-aware scaling of q and k).
   auto normed_stage = [&](int64_t l, LinearInput input, std::vector<float>& norm, Block& b,
-                          const std::function<void(int64_t, int64_t)>& fill) {
+                          const std::function<void(int64_t, int64_t)>& fill,
+                          const std::function<void()>& before_quantize = {}) {
     StatsAccumulator acc(H);
     sample.clear();
     for_chunks([&](int64_t w0, int64_t, int64_t m) {
@@ -363,16 +366,56 @@ void calibrate_sequentially(const CalibrationModel& model, const std::vector<std
         stats = std::move(again).finish();
       }
     }
+    if (before_quantize) before_quantize();
     quantize_stage(l, input, stats, b);
+  };
+
+  // The block's post-RoPE key scale (empty: none), set by the RoPE-aware scaling.
+  std::vector<float> post_rope;
+  // RoPE-aware scaling of block b: the key statistics over all tokens, the scales, the pre-RoPE
+  // part merged into q_proj / k_proj (rows, and biases), the post-RoPE part kept for attention.
+  auto rope_scale_block = [&](int64_t l, Block& b) {
+    KeyStatistics ks(c.num_kv_heads, d);
+    std::vector<float> rotated(size_t(M * kv_dim));
+    for_chunks([&](int64_t w0, int64_t nw, int64_t m) {
+      cpu::rmsnorm(hidden.data() + w0 * L * H, m, H, b.attn_norm.data(), eps, normed.data());
+      run_linear(b.linear(LinearKind::k_proj), b.bias(LinearKind::k_proj), normed.data(), m, k.data());
+      std::copy_n(k.data(), m * kv_dim, rotated.data());
+      for (int64_t w = 0; w < nw; ++w)
+        cpu::rope_apply(rotated.data() + w * L * kv_dim, L, c.num_kv_heads, d, kv_dim, cos_table.data(),
+                        sin_table.data());
+      ks.add(k.data(), rotated.data(), m, kv_dim);
+    });
+    RopeScales s = options.rope_scale(l, ks);
+    for (const std::vector<float>* v : {&s.pre, &s.post})
+      QF_CHECK(v->empty() || int64_t(v->size()) == kv_dim, "calibration: the RoPE-aware scaling of layer ", l, " has ",
+               v->size(), " scales for ", kv_dim, " key channels");
+    for (float v : s.post) QF_CHECK(std::isfinite(v) && v > 0, "calibration: a post-RoPE scale of layer ", l, " is ", v);
+    if (!s.pre.empty()) {
+      CalibratedLinear& q_lin = b.linear(LinearKind::q_proj);
+      CalibratedLinear& k_lin = b.linear(LinearKind::k_proj);
+      merge_pre_rope_scale(q_lin.weight.data(), k_lin.weight.data(), H, s.pre, c.num_heads, c.num_kv_heads, d);
+      std::vector<float>& qb = b.biases[size_t(LinearKind::q_proj)];
+      std::vector<float>& kb = b.biases[size_t(LinearKind::k_proj)];
+      QF_CHECK(qb.empty() == kb.empty(), "calibration: layer ", l, " has a bias on only one of q_proj and k_proj");
+      if (!qb.empty()) merge_pre_rope_scale(qb.data(), kb.data(), 1, s.pre, c.num_heads, c.num_kv_heads, d);
+    }
+    post_rope = std::move(s.post);
   };
 
   for (int64_t l = 0; l < c.num_layers; ++l) {
     Block b = load_block(ck, l);
 
     // 1. attention_in: rmsnorm(x) feeds q, k, v.
-    normed_stage(l, LinearInput::attention_in, b.attn_norm, b, [&](int64_t w0, int64_t m) {
-      cpu::rmsnorm(hidden.data() + w0 * L * H, m, H, b.attn_norm.data(), eps, normed.data());
-    });
+    post_rope.clear();
+    normed_stage(
+        l, LinearInput::attention_in, b.attn_norm, b,
+        [&](int64_t w0, int64_t m) {
+          cpu::rmsnorm(hidden.data() + w0 * L * H, m, H, b.attn_norm.data(), eps, normed.data());
+        },
+        [&] {
+          if (options.rope_scale) rope_scale_block(l, b);
+        });
     // 2. attention_out: attention over the quantized q, k, v feeds o.
     {
       StatsAccumulator acc(q_dim);
@@ -387,6 +430,10 @@ void calibrate_sequentially(const CalibrationModel& model, const std::vector<std
           const float* vw = v.data() + w * L * kv_dim;
           cpu::rope_apply(qw, L, c.num_heads, d, q_dim, cos_table.data(), sin_table.data());
           cpu::rope_apply(kw, L, c.num_kv_heads, d, kv_dim, cos_table.data(), sin_table.data());
+          // As the engine: the post-RoPE scale, then Q rounded per (token, head) row.
+          if (!post_rope.empty())
+            apply_post_rope_scale(qw, q_dim, kw, kv_dim, L, post_rope.data(), c.num_heads, c.num_kv_heads, d);
+          if (model.query) cpu::round_trip_rows(qw, L * c.num_heads, d, *model.query, qw);
           // The window's cache, [kv_head][position][head_dim] as the engine lays it out.
           for (int64_t t = 0; t < L; ++t)
             for (int64_t h = 0; h < c.num_kv_heads; ++h) {

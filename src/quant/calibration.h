@@ -37,6 +37,7 @@
 #include "formats/format.h"
 #include "io/checkpoint.h"
 #include "quant/recipe.h"
+#include "quant/rope_scale.h"
 #include "quant/rtn.h"
 
 namespace qf {
@@ -118,7 +119,19 @@ struct CalibrationModel {
   // The KV cache format the quantized model simulates, if any (rounded after RoPE, per token and
   // KV head, as the CPU engine writes its cache).
   std::optional<Format> kv_cache;
+  // The query format the quantized model simulates, if any (each (token, query head) row rounded
+  // after RoPE and the post-RoPE scale, as the CPU engine does).
+  std::optional<Format> query;
 };
+
+// RoPE-aware scaling (recipe transform "rope_scale", quant/rope_scale.h). Called once per block,
+// after attention_in's smoothing and before q/k/v are quantized, with the statistics of the
+// block's keys over all calibration tokens: the k_proj output of the (smoothed, unquantized)
+// weights, before and after RoPE. Returns the scales: the pass merges `pre` into the q_proj /
+// k_proj rows (and biases) before the `quantize` callback sees them, and applies `post` after
+// RoPE in the block's attention, as the engine does with the checkpoint's k_post_rope_scale.
+// Either part may be empty (none).
+using RopeScaleBlock = std::function<RopeScales(int64_t layer, const KeyStatistics& stats)>;
 
 // Channel-wise smoothing (recipe transform "smooth", quant/smooth.h) of an input that follows an
 // RMSNorm (attention_in, mlp_in only). Called before that stage's `quantize` with its statistics,
@@ -145,6 +158,7 @@ struct CalibrationOptions {
   // quantized model must carry it (input_layernorm for attention_in, post_attention_layernorm
   // for mlp_in).
   std::function<void(int64_t layer, LinearInput input, std::span<const float> norm_weight)> on_norm_changed;
+  RopeScaleBlock rope_scale;  // optional
   // Called after each (layer, input) stage has been quantized: for progress bars.
   std::function<void(int64_t layer, LinearInput input)> on_stage_done;
 };

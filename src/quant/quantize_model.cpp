@@ -11,6 +11,7 @@
 #include "formats/convert.h"
 #include "quant/calibration.h"
 #include "quant/gptq.h"
+#include "quant/rope_scale.h"
 #include "quant/rtn.h"
 #include "quant/smooth.h"
 
@@ -72,6 +73,7 @@ QuantizedModel quantize_model(const Checkpoint& ck, const Recipe& recipe, const 
   m.quantization.recipe_name = recipe.name;
   m.quantization.recipe = recipe.to_json();
   m.quantization.kv_cache = recipe.kv_cache;
+  m.quantization.query = recipe.query;
   m.quantization.calibration = recipe.needs_calibration() ? options.calibration_info : nlohmann::json(nullptr);
 
   // Everything that is not a block linear: norms in F32, embedding / LM head as the recipe keeps them.
@@ -116,7 +118,51 @@ QuantizedModel quantize_model(const Checkpoint& ck, const Recipe& recipe, const 
     cm.rope_inv_freq = options.rope_inv_freq;
     cm.rope_attention_factor = options.rope_attention_factor;
     cm.kv_cache = recipe.kv_cache;
+    cm.query = recipe.query;
     CalibrationOptions co;
+    if (const std::optional<RopeScaleTransform> rs = recipe.rope_scaling()) {
+      // FireQ's RoPE-aware scaling: the pre-RoPE scale goes into q_proj / k_proj (the pass merges
+      // it into the weights; the biases, stored dense, are merged here), the post-RoPE scale into
+      // the checkpoint's k_post_rope_scale tensor of the layer. Logged per layer in
+      // quantization_config.calibration.rope_scale.
+      nlohmann::json& log = m.quantization.calibration["rope_scale"];
+      log = {{"pre", rs->pre}, {"post", rs->post}, {"alpha", as_recorded(rs->alpha)}, {"beta", as_recorded(rs->beta)},
+             {"top_k", rs->top_k}, {"layers", nlohmann::json::array()}};
+      co.rope_scale = [&, rs](int64_t layer, const KeyStatistics& stats) {
+        RopeScales s = rope_aware_scales(stats, *rs);
+        const int64_t d = c.head_dim, kv_dim = c.num_kv_heads * d;
+        nlohmann::json entry = {{"layer", layer}};
+        if (!s.pre.empty()) {
+          const auto [lo, hi] = std::minmax_element(s.pre.begin(), s.pre.end());
+          entry["pre_min"] = *lo;
+          entry["pre_max"] = *hi;
+          const std::string qb = names::layer(layer, "self_attn.q_proj.bias");
+          const std::string kb = names::layer(layer, "self_attn.k_proj.bias");
+          if (m.dense.count(qb) && m.dense.count(kb)) {
+            // Fresh tensors: the F32 biases may share their storage with the source checkpoint.
+            Tensor q_bias = Tensor::empty(DType::F32, m.dense.at(qb).shape());
+            Tensor k_bias = Tensor::empty(DType::F32, m.dense.at(kb).shape());
+            std::copy_n(m.dense.at(qb).data<float>(), q_bias.numel(), q_bias.data_mut<float>());
+            std::copy_n(m.dense.at(kb).data<float>(), k_bias.numel(), k_bias.data_mut<float>());
+            merge_pre_rope_scale(q_bias.data_mut<float>(), k_bias.data_mut<float>(), 1, s.pre, c.num_heads,
+                                 c.num_kv_heads, d);
+            m.dense[qb] = std::move(q_bias);
+            m.dense[kb] = std::move(k_bias);
+          }
+        }
+        if (!s.post.empty()) {
+          Tensor t = Tensor::empty(DType::F32, {kv_dim});
+          std::copy(s.post.begin(), s.post.end(), t.data_mut<float>());
+          m.dense[k_post_rope_scale_name(layer)] = std::move(t);
+          nlohmann::json chosen = nlohmann::json::array();
+          for (int64_t i = 0; i < kv_dim; ++i)
+            if (s.post[size_t(i)] != 1.0f) chosen.push_back({{"head", i / d}, {"channel", i % d}, {"scale", s.post[size_t(i)]}});
+          entry["post"] = chosen;
+        }
+        log["layers"].push_back(entry);
+        return s;
+      };
+    }
     if (const std::optional<SmoothTransform> sm = recipe.smoothing()) {
       // FireQ's smoothing of the inputs after the norms: alpha by the calibration loss (or fixed),
       // recorded per stage in quantization_config.calibration.smoothing.

@@ -90,8 +90,12 @@ std::string parse_transform(const std::string& t, const std::string& source) {
     std::snprintf(buf, sizeof buf, "smooth:%g", float(alpha));
     return buf;
   }
+  if (t == "rope_scale" || t == "rope_scale:pre" || t == "rope_scale:post") return t;
+  QF_CHECK(t.rfind("rope_scale", 0) != 0, source, ": transform \"", t,
+           "\": the RoPE-aware scaling is \"rope_scale\" (pre- and post-RoPE), \"rope_scale:pre\" or "
+           "\"rope_scale:post\"");
   fail(source, ": transform \"", t, "\" is not applied by this version of the quantization pipeline (known: "
-       "\"smooth\", \"smooth:ALPHA\")");
+       "\"smooth\", \"smooth:ALPHA\", \"rope_scale\", \"rope_scale:pre\", \"rope_scale:post\")");
 }
 
 const char* keep_type_name(KeepType t) { return t == KeepType::bf16 ? "bf16" : "f32"; }
@@ -254,9 +258,21 @@ std::optional<SmoothTransform> Recipe::smoothing() const {
   return std::nullopt;
 }
 
+std::optional<RopeScaleTransform> Recipe::rope_scaling() const {
+  for (const std::string& t : transforms) {
+    if (t.rfind("rope_scale", 0) != 0) continue;
+    RopeScaleTransform r;
+    r.pre = t != "rope_scale:post";
+    r.post = t != "rope_scale:pre";
+    return r;
+  }
+  return std::nullopt;
+}
+
 bool Recipe::needs_calibration() const {
-  // Smoothing chooses its scales from the activations, so it calibrates even with RTN.
-  if (smoothing()) return true;
+  // Smoothing and the RoPE-aware scaling choose their scales from the activations, so they
+  // calibrate even with RTN.
+  if (smoothing() || rope_scaling()) return true;
   return std::any_of(linears.begin(), linears.end(), [](const LinearRecipe& r) { return r.needs_hessian(); });
 }
 
@@ -267,7 +283,7 @@ Recipe Recipe::parse(std::string_view text, const std::string& source) {
   } catch (const json::exception& e) {
     fail(source, ": not valid JSON: ", e.what());
   }
-  check_keys(j, {"name", "description", "transforms", "linear", "overrides", "kv_cache", "keep"}, source);
+  check_keys(j, {"name", "description", "transforms", "linear", "overrides", "kv_cache", "query", "keep"}, source);
   Recipe r;
   const json* name = member(j, "name");
   QF_CHECK(name, source, ": a recipe needs a \"name\"");
@@ -307,6 +323,13 @@ Recipe Recipe::parse(std::string_view text, const std::string& source) {
              source, ": kv_cache ", r.kv_cache->str(), ": the cache is written a token (and head) at a time, so its "
              "scales must be per token, per group or absent");
   }
+  if (const json* qr = member(j, "query")) {
+    r.query = format_of(*qr, source + ": query");
+    QF_CHECK(r.query->granularity != Granularity::tensor && r.query->granularity != Granularity::channel &&
+                 !r.query->tensor_scale,
+             source, ": query ", r.query->str(), ": each query row (one token, one head) is rounded alone, so its "
+             "scales must be per token, per group or absent");
+  }
   if (const json* k = member(j, "keep")) {
     check_keys(*k, {"embed_tokens", "lm_head"}, source + ": keep");
     if (const json* e = member(*k, "embed_tokens")) r.embed_tokens = keep_type_of(*e, source + ": keep.embed_tokens");
@@ -327,6 +350,7 @@ json Recipe::to_json() const {
     if (!(linear(k) == base)) overrides[linear_kind_name(k)] = linear_json(linear(k));
   j["overrides"] = overrides;
   j["kv_cache"] = kv_cache ? json(kv_cache->str()) : json(nullptr);
+  j["query"] = query ? json(query->str()) : json(nullptr);
   j["keep"] = {{"embed_tokens", keep_type_name(embed_tokens)}, {"lm_head", keep_type_name(lm_head)}};
   return j;
 }
@@ -341,7 +365,7 @@ bool operator==(const LinearRecipe& a, const LinearRecipe& b) {
 
 bool operator==(const Recipe& a, const Recipe& b) {
   return a.name == b.name && a.description == b.description && a.transforms == b.transforms &&
-         a.linears == b.linears && a.kv_cache == b.kv_cache && a.embed_tokens == b.embed_tokens &&
+         a.linears == b.linears && a.kv_cache == b.kv_cache && a.query == b.query && a.embed_tokens == b.embed_tokens &&
          a.lm_head == b.lm_head;
 }
 

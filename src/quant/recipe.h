@@ -15,6 +15,7 @@
 //     },
 //     "overrides": {"down_proj": {"weights": "int8:channel"}},   // ... except these kinds
 //     "kv_cache": null,                      // a Format for the KV cache, or null (unquantized)
+//     "query": null,                         // a Format each query row is rounded to, or null
 //     "keep": {"embed_tokens": "bf16", "lm_head": "bf16"}        // stored unquantized, in this type
 //   }
 //
@@ -33,6 +34,24 @@
 //               before the weights are quantized. Needs calibration even with RTN. o_proj and
 //               down_proj inputs are not smoothed (no merge into v / up yet).
 //   "smooth:A"  the same with the fixed alpha A in [0, 1] (no search; normalised to %g).
+//   "rope_scale"       FireQ's RoPE-aware scaling of keys and queries (quant/rope_scale.h), both
+//                      parts: per KV head and RoPE pair (channels j, j + head_dim/2) the pre-RoPE
+//                      scale s = alpha / (max over calibration tokens of the pair's norm in the
+//                      k_proj output), merged into the weights (k_proj rows *= s, the rows of every
+//                      q_proj head reading that KV head /= s), then the post-RoPE scale: per KV head
+//                      the top_k channels by max |k| after RoPE, and their pair partners, get
+//                      k *= beta / max|k_c| and q /= it at run time (the checkpoint's
+//                      k_post_rope_scale tensors, io/quantized_checkpoint.h); their pre-RoPE scale
+//                      is reset to 1. FireQ's defaults alpha = beta = 1, top_k = 3 (RopeScaleTransform).
+//                      Needs calibration. q.k, hence the full-precision model, is unchanged.
+//   "rope_scale:pre"   the pre-RoPE part only (no runtime tensor).
+//   "rope_scale:post"  the post-RoPE part only (the chosen channels brought to beta / alpha x
+//                      the largest max pair norm of the head's other pairs, rope_scale.h).
+// "query" rounds every (token, query head) row of head_dim values after RoPE and the post-RoPE
+// scaling, as a kernel that quantizes Q for an FP8 attention does ("fp8_e4m3:token": FireQ).
+// "kv_cache" rounds every (token, KV head) row as it is written to the cache; FireQ's is
+// "int4:token:scale=f16" (one scale per token and head; F16, not FP8 E4M3, because an E4M3 scale
+// underflows for the small value vectors of some heads).
 #pragma once
 
 #include <array>
@@ -86,12 +105,21 @@ struct SmoothTransform {
   std::optional<float> alpha;  // fixed; none: searched by the calibration loss
 };
 
+// The "rope_scale" transform's settings (see the header comment; quant/rope_scale.h).
+struct RopeScaleTransform {
+  bool pre = true, post = true;
+  float alpha = 1.0f;  // pre-RoPE: each pair's max norm becomes alpha
+  float beta = 1.0f;   // post-RoPE: each chosen channel's max |k| becomes beta
+  int top_k = 3;       // post-RoPE: channels chosen per KV head (plus their pair partners)
+};
+
 struct Recipe {
   std::string name;
   std::string description;
   std::vector<std::string> transforms;
   std::array<LinearRecipe, kLinearKinds> linears;  // indexed by LinearKind
   std::optional<Format> kv_cache;
+  std::optional<Format> query;  // per (token, query head) row, after RoPE
   KeepType embed_tokens = KeepType::bf16;
   KeepType lm_head = KeepType::bf16;
 
@@ -99,6 +127,8 @@ struct Recipe {
   bool needs_calibration() const;
   // The "smooth" transform if the recipe lists it.
   std::optional<SmoothTransform> smoothing() const;
+  // The "rope_scale" transform if the recipe lists it.
+  std::optional<RopeScaleTransform> rope_scaling() const;
 
   // Parses a recipe document; `source` (a file name, "built-in recipe X") is named in errors.
   static Recipe parse(std::string_view json_text, const std::string& source);

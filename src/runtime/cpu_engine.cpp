@@ -12,6 +12,8 @@
 #include "core/error.h"
 #include "core/thread_pool.h"
 #include "formats/convert.h"
+#include "io/quantized_checkpoint.h"
+#include "quant/rope_scale.h"
 
 namespace qf {
 namespace {
@@ -80,6 +82,13 @@ CpuEngine::CpuEngine(const Checkpoint& ck, int num_slots, int64_t slot_capacity,
     layer.gate = linear(L("mlp.gate_proj.weight"), "", c.intermediate_size, c.hidden_size);
     layer.up = linear(L("mlp.up_proj.weight"), "", c.intermediate_size, c.hidden_size);
     layer.down = linear(L("mlp.down_proj.weight"), "", c.hidden_size, c.intermediate_size);
+    if (const std::string post = k_post_rope_scale_name(i); ck.has(post)) {
+      layer.k_post_rope_scale = widen(ck.tensor(post));
+      QF_CHECK(int64_t(layer.k_post_rope_scale.size()) == kv_dim, ck.path, ": ", post, " has ",
+               layer.k_post_rope_scale.size(), " values, expected ", kv_dim, " (num_kv_heads * head_dim)");
+      for (float v : layer.k_post_rope_scale)
+        QF_CHECK(std::isfinite(v) && v > 0, ck.path, ": ", post, " holds ", v, "; scales must be finite and > 0");
+    }
     layers_.push_back(std::move(layer));
   }
   rope_ = rope_frequencies(c, c.max_position_embeddings);
@@ -91,6 +100,11 @@ std::string CpuEngine::describe() const { return str("cpu (", num_threads(), " t
 void CpuEngine::set_kv_cache_format(const Format& format) {
   cpu::check_row_format(format, config_.head_dim, "KV cache");
   kv_format_ = format;
+}
+
+void CpuEngine::set_query_format(const Format& format) {
+  cpu::check_row_format(format, config_.head_dim, "query");
+  query_format_ = format;
 }
 
 int64_t CpuEngine::slot_length(int slot) const {
@@ -226,6 +240,10 @@ Tensor CpuEngine::forward(const Batch& batch) {
     L.v->forward(normed.data(), M, v.data());
     cpu::rope_apply(q.data(), M, c.num_heads, d, q_dim, cos.data(), sin.data());
     cpu::rope_apply(k.data(), M, c.num_kv_heads, d, kv_dim, cos.data(), sin.data());
+    if (!L.k_post_rope_scale.empty())
+      apply_post_rope_scale(q.data(), q_dim, k.data(), kv_dim, M, L.k_post_rope_scale.data(), c.num_heads,
+                            c.num_kv_heads, d);
+    if (query_format_) cpu::round_trip_rows(q.data(), M * c.num_heads, d, *query_format_, q.data());
     attention_block(l, batch, q.data(), k.data(), v.data(), attn.data());
     L.o->forward(attn.data(), M, delta.data());
 

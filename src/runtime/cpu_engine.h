@@ -3,6 +3,9 @@
 // quantized format are compared against, so it is written to be read: one function per step
 // of the block, in the order of the HF modeling code.
 //
+// A checkpoint with FireQ's post-RoPE key scales (io/quantized_checkpoint.h
+// k_post_rope_scale_name) has them applied after RoPE: keys *= scale, queries /= scale.
+//
 // Numerics: FP32 activations and accumulation throughout; weights stay in their stored dtype
 // (F32, BF16, F16) and are widened exactly inside the GEMM; RMSNorm sums squares in double;
 // RoPE angles in double; the KV cache is FP32. Every op computes a token's row independently
@@ -49,6 +52,10 @@ class CpuEngine final : public Engine {
   // and value vector (one token, one KV head) is quantized to it and dequantized as it is
   // written. By default the cache is FP32.
   void set_kv_cache_format(const Format& format);
+  // Simulates queries quantized for the attention (e.g. "fp8_e4m3:token", FireQ's FP8 prefill
+  // attention): every query vector (one token, one query head, head_dim values) is quantized to
+  // it and dequantized after RoPE and the post-RoPE scale. By default queries are FP32.
+  void set_query_format(const Format& format);
 
   const ModelConfig& config() const override { return config_; }
   std::string describe() const override;
@@ -62,6 +69,7 @@ class CpuEngine final : public Engine {
   struct Layer {
     std::vector<float> attn_norm, mlp_norm;
     std::unique_ptr<cpu::LinearLayer> q, k, v, o, gate, up, down;
+    std::vector<float> k_post_rope_scale;  // [kv_heads * head_dim], empty: none
   };
   struct Slot {
     std::vector<float> k, v;  // [layer][kv_head][capacity][head_dim]
@@ -84,6 +92,7 @@ class CpuEngine final : public Engine {
   int64_t capacity_;
   std::vector<Slot> slots_;
   std::optional<Format> kv_format_;
+  std::optional<Format> query_format_;
 };
 
 }  // namespace qf

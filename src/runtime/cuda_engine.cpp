@@ -1,5 +1,6 @@
 #include "runtime/cuda_engine.h"
 
+#include "backends/cuda/weight_prepack.h"
 #include "core/error.h"
 
 namespace qf {
@@ -12,17 +13,35 @@ std::string cuda_linears_name(const CudaLinearMode& m) {
   }
 }
 
+std::string cuda_attention_name(const CudaAttentionMode& m) {
+  const bool fp8 = m.kv != cuda::KvElement::bf16 && m.q_fp8;
+  return str("kv ", cuda::kv_element_name(m.kv), m.q_fp8 ? ", q fp8_e4m3:token" : "",
+             fp8 ? (m.fp8_prefill ? ", prefill attention fp8" : ", prefill attention bf16") : "");
+}
+
+std::optional<CudaAttentionMode> cuda_attention_for(const std::optional<Format>& kv_cache,
+                                                    const std::optional<Format>& query) {
+  CudaAttentionMode m;
+  if (kv_cache) {
+    const std::optional<cuda::KvElement> e = cuda::kv_element_for(*kv_cache);
+    if (!e) return std::nullopt;
+    m.kv = *e;
+  }
+  if (query) {
+    if (*query != Format::parse("fp8_e4m3:token")) return std::nullopt;
+    m.q_fp8 = true;
+  }
+  return m;
+}
+
 std::optional<CudaLinearMode> cuda_linears_for(const QuantizationConfig& q) {
-  if (q.kv_cache) return std::nullopt;
   bool any_rounding = false, all_w4a8 = !q.linears.empty(), all_fpx = !q.linears.empty();
   const Format token = Format::parse("fp8_e4m3:token");
   std::optional<ElementType> fpx;
   for (const auto& [name, l] : q.linears) {
     any_rounding = any_rounding || l.activations.has_value();
     const Format& w = l.weights;
-    all_w4a8 = all_w4a8 && w.element == ElementType::integer(4) && !w.asymmetric &&
-               w.granularity == Granularity::group && w.group_size == 128 &&
-               w.scale_type == ElementType::of(ElementKind::fp8_e4m3) && w.lut && l.activations && *l.activations == token;
+    all_w4a8 = all_w4a8 && cuda::is_w4a8_weight_format(w) && l.activations && *l.activations == token;
     // The FPx kernels' blob holds one F32 effective scale per row: any channel scale, any type.
     const bool is_fpx = w.element.kind == ElementKind::fpx && w.granularity == Granularity::channel &&
                         (w.element.bits() == 5 || w.element.bits() == 6) && (!fpx || *fpx == w.element);
@@ -49,6 +68,7 @@ std::optional<CudaLinearMode> cuda_linears_for(const QuantizationConfig& q) {
 
 #include "backends/cuda/activation.h"
 #include "backends/cuda/attention.h"
+#include "backends/cuda/attention_fp8.h"
 #include "backends/cuda/cublaslt.h"
 #include "backends/cuda/cuda_check.h"
 #include "backends/cuda/device.h"
@@ -164,6 +184,23 @@ struct CudaEngine::Impl {
   double attention_factor = 1.0;
   std::vector<cuda::KvLayerView> kv;
   std::unique_ptr<cuda::KvBlockManager> blocks;
+  cuda::KvElement kv_elem = cuda::KvElement::bf16;
+  bool kv_quantized() const { return kv_elem != cuda::KvElement::bf16; }
+  // Quantized caches: one layer's worth of BF16 blocks (same ids as the pools) that a prefill
+  // pass dequantizes its sequences' blocks into before the BF16 prefill kernel reads them.
+  cuda::KvLayerView kv_staging;
+  int stage_blocks = 0;  // blocks the current prefill pass stages (their ids at off.stage)
+  // FireQ's attention (a quantized cache and FP8 queries): prefill runs the FP8 tensor-core kernel
+  // (attention_fp8.h) instead, on the pass's queries quantized per (token, head) and its slots'
+  // cached K/V staged as E4M3 codes (kv_cache_stage_fp8), one region per distinct slot.
+  bool fp8_prefill = false;
+  cuda::Fp8StagedKv kv8;
+  uint8_t* q8 = nullptr;
+  float* q8_scale = nullptr;
+  int stage_seqs = 0;   // distinct slots the pass stages
+  int max_kv_len = 0;   // the longest of them
+  // FireQ's post-RoPE key scales per layer ([kv_dim] F32), or null (rope_kv.h).
+  std::vector<float*> post_rope_scale;
 
   // Scratch of one pass.
   float* residual = nullptr;
@@ -178,7 +215,10 @@ struct CudaEngine::Impl {
   // the same addresses on every replay), filled from one of two pinned host buffers (the next
   // pass fills the other while the copy of this one may still be pending).
   struct Meta {
-    size_t tok, pos, kvslot, rows, q_start, kv_past, seq_len, btab, total;
+    // f8_*: the FP8 prefill's per-run key regions (start, length); st_*: per staged slot, the run
+    // whose table row it uses, its region start and length.
+    size_t tok, pos, kvslot, rows, q_start, kv_past, seq_len, f8_start, f8_len, st_run, st_start, st_len, btab, stage,
+        total;
   } off{};
   int32_t* meta_dev = nullptr;
   int32_t* meta_host[2] = {nullptr, nullptr};
@@ -259,7 +299,8 @@ struct CudaEngine::Impl {
   }
   const int32_t* meta(size_t offset) const { return meta_dev + offset; }
   int32_t* host_meta() { return meta_host[meta_turn]; }
-  void upload_meta(size_t ints);
+  // Copies the first `ints` of the host metadata, and the first stage_ints of its staging list.
+  void upload_meta(size_t ints, size_t stage_ints = 0);
   void enqueue_body(int64_t T, int64_t R, int max_q_len, bool decode);
   void enqueue_head(const bf16* rows, int64_t n);
   void forward_decode(const Batch& b, const std::vector<int32_t>& table, float* out);
@@ -293,6 +334,8 @@ CudaEngine::Impl::Impl(const ModelConfig& config, const CudaEngineOptions& optio
   att = {int(c.num_heads), int(c.num_kv_heads), int(c.head_dim), float(1.0 / std::sqrt(double(c.head_dim)))};
   w4a8 = o.linears.kind == CudaLinears::w4a8;
   fpx = o.linears.kind == CudaLinears::fpx;
+  kv_elem = o.attention.kv;
+  fp8_prefill = kv_elem != cuda::KvElement::bf16 && o.attention.q_fp8 && o.attention.fp8_prefill;
   if (fpx) {
     QF_CHECK(cuda::fpx_gemm_has_kernel(o.linears.fpx), "no FPx kernel for ", cuda_linears_name(o.linears));
     key_fpx = {Format::parse(cuda_linears_name(o.linears) + ":channel"), cuda::bf16_format(), cuda::Backend::cuda};
@@ -345,14 +388,21 @@ void CudaEngine::Impl::allocate() {
   if (c.tie_word_embeddings) decode_read_bytes = w;  // the tied table is read whole by the LM head
 
   const int64_t num_blocks = int64_t(o.num_slots) * max_blocks;
-  const size_t kv_bytes =
-      2 * size_t(c.num_layers) * size_t(cuda::kv_pool_elements(num_blocks, int(c.num_kv_heads), int(c.head_dim))) * 2;
-  allocations += 2 * size_t(c.num_layers);
+  const size_t kv_pool = size_t(cuda::kv_pool_bytes(kv_elem, num_blocks, int(c.num_kv_heads), int(c.head_dim)));
+  // Prefill staging: BF16 blocks for the BF16 kernel, or E4M3 regions (K, V^T, F32 scales) of
+  // every slot's capacity rounded to 128 rows for the FP8 kernel.
+  const int64_t kv8_rows = int64_t(o.num_slots) * ((o.slot_capacity + 127) / 128 * 128);
+  const size_t kv_staging_bytes =
+      fp8_prefill ? size_t(kv8_rows * c.num_kv_heads) * (size_t(c.head_dim) + 4) : kv_quantized()
+          ? size_t(cuda::kv_pool_bytes(cuda::KvElement::bf16, num_blocks, int(c.num_kv_heads), int(c.head_dim)))
+          : 0;
+  const size_t kv_bytes = 2 * size_t(c.num_layers) * kv_pool + 2 * kv_staging_bytes;
+  allocations += (kv_quantized() ? 4 : 2) * size_t(c.num_layers) + 2;
 
   // The decode workspace of the largest split count any batch size can ask for.
   size_t ws = 0;
   for (int b = 1; b <= o.num_slots; ++b) {
-    const int splits = cuda::decode_attention_num_splits(b, att, int(o.slot_capacity), sm_count);
+    const int splits = cuda::decode_attention_num_splits(b, att, int(o.slot_capacity), sm_count, kv_elem);
     ws = std::max(ws, cuda::decode_attention_workspace_bytes(b, att, splits));
   }
   off.tok = 0;
@@ -362,13 +412,22 @@ void CudaEngine::Impl::allocate() {
   off.q_start = off.rows + size_t(tmax);
   off.kv_past = off.q_start + size_t(tmax) + 1;
   off.seq_len = off.kv_past + size_t(tmax);
-  off.btab = off.seq_len + size_t(tmax);
-  off.total = off.btab + size_t(tmax) * size_t(max_blocks);
+  const size_t f8 = fp8_prefill ? size_t(tmax) : 0;
+  off.f8_start = off.seq_len + size_t(tmax);
+  off.f8_len = off.f8_start + f8;
+  off.st_run = off.f8_len + f8;
+  off.st_start = off.st_run + f8;
+  off.st_len = off.st_start + f8;
+  off.btab = off.st_len + f8;
+  off.stage = off.btab + size_t(tmax) * size_t(max_blocks);
+  off.total = off.stage + (kv_quantized() ? size_t(num_blocks) : 0);
   const size_t T = size_t(tmax);
   size_t scratch = bytes(T * H * 4) + bytes(T * H * 2) * 2 + bytes(T * qkv_dim * 2) + bytes(T * q_dim * 2) +
                    bytes(T * 2 * F * 2) + bytes(T * F * 2) + bytes(T * H * 2) +
                    bytes(size_t(head_rows) * V * 4) + bytes(ws) + bytes(off.total * 4) +
-                   bytes(size_t(c.head_dim / 2) * 8) + (w4a8 ? bytes(T * size_t(std::max({H, q_dim, F}))) + bytes(T * 4) : 0);
+                   bytes(size_t(c.head_dim / 2) * 8) + (w4a8 ? bytes(T * size_t(std::max({H, q_dim, F}))) + bytes(T * 4) : 0) +
+                   bytes(size_t(c.num_layers * kv_dim) * 4) +
+                   (fp8_prefill ? bytes(T * size_t(q_dim)) + bytes(T * size_t(c.num_heads) * 4) : 0);
   const size_t arena_bytes = w + kv_bytes + scratch + (allocations + 8) * kAlignSlack;
   // Outside the arena: two cuBLASLt workspaces (the registry's and the LM head's).
   const size_t total = arena_bytes + 2 * cuda::CublasLt::kWorkspaceBytes;
@@ -400,16 +459,36 @@ void CudaEngine::Impl::allocate() {
     L.attn_norm = arena.alloc_n<float>(size_t(H), "input_layernorm");
     L.mlp_norm = arena.alloc_n<float>(size_t(H), "post_attention_layernorm");
   }
-  const int64_t pool = cuda::kv_pool_elements(num_blocks, int(c.num_kv_heads), int(c.head_dim));
-  for (int64_t l = 0; l < c.num_layers; ++l) {
+  const int64_t pool_rows = cuda::kv_pool_rows(num_blocks, int(c.num_kv_heads));
+  auto kv_layer = [&](cuda::KvElement e, const char* what) {
     cuda::KvLayerView view;
-    view.k = arena.alloc_n<bf16>(size_t(pool), "the K cache");
-    view.v = arena.alloc_n<bf16>(size_t(pool), "the V cache");
+    const size_t elem_bytes = size_t(pool_rows * cuda::kv_row_bytes(e, int(c.head_dim)));
+    view.k = arena.alloc(elem_bytes, str("the K cache", what));
+    view.v = arena.alloc(elem_bytes, str("the V cache", what));
+    if (e != cuda::KvElement::bf16) {
+      view.k_scale = arena.alloc_n<__half>(size_t(pool_rows), "the K cache scales");
+      view.v_scale = arena.alloc_n<__half>(size_t(pool_rows), "the V cache scales");
+    }
     view.num_blocks = num_blocks;
     view.num_kv_heads = int(c.num_kv_heads);
     view.head_dim = int(c.head_dim);
-    kv.push_back(view);
+    view.element = e;
+    return view;
+  };
+  for (int64_t l = 0; l < c.num_layers; ++l) kv.push_back(kv_layer(kv_elem, ""));
+  if (fp8_prefill) {
+    const size_t rows = size_t(kv8_rows * c.num_kv_heads);
+    kv8.kv_rows = kv8_rows;
+    kv8.k8 = arena.alloc_n<uint8_t>(rows * size_t(c.head_dim), "the FP8 prefill's staged K");
+    kv8.vt8 = arena.alloc_n<uint8_t>(rows * size_t(c.head_dim), "the FP8 prefill's staged V");
+    kv8.k_scale = arena.alloc_n<float>(rows, "the FP8 prefill's K scales");
+    kv8.v_scale = arena.alloc_n<float>(rows, "the FP8 prefill's V scales");
+    q8 = arena.alloc_n<uint8_t>(T * size_t(q_dim), "the FP8 prefill's queries");
+    q8_scale = arena.alloc_n<float>(T * size_t(c.num_heads), "the FP8 prefill's query scales");
+  } else if (kv_quantized()) {
+    kv_staging = kv_layer(cuda::KvElement::bf16, " (BF16 staging for prefill)");
   }
+  post_rope_scale.assign(size_t(c.num_layers), nullptr);
   blocks = std::make_unique<cuda::KvBlockManager>(num_blocks, o.num_slots, int(o.slot_capacity));
 
   residual = arena.alloc_n<float>(T * H, "the residual stream");
@@ -455,6 +534,11 @@ void CudaEngine::Impl::upload_checkpoint(const Checkpoint& ck, const std::map<st
   for (int64_t i = 0; i < c.num_layers; ++i) {
     auto N = [&](const std::string& leaf) { return names::layer(i, leaf); };
     Layer& L = layers[size_t(i)];
+    if (ck.has(k_post_rope_scale_name(i))) {
+      float*& p = post_rope_scale[size_t(i)];
+      p = arena.alloc_n<float>(size_t(kv_dim), "post-RoPE key scales");
+      upload(p, k_post_rope_scale_name(i), 1, kv_dim, DType::F32);
+    }
     if (packed()) {
       auto q = [&](const std::string& leaf) -> const QuantizedMatrix* {
         auto it = quantized->find(N(leaf));
@@ -576,9 +660,12 @@ Tensor CudaEngine::Impl::logits_tensor(int64_t rows) {
   return Tensor::borrow(DType::F32, {rows, V}, buf->p, buf);
 }
 
-void CudaEngine::Impl::upload_meta(size_t ints) {
-  QF_CHECK(ints <= off.total, "internal: batch metadata overflow");
+void CudaEngine::Impl::upload_meta(size_t ints, size_t stage_ints) {
+  QF_CHECK(ints <= off.stage && off.stage + stage_ints <= off.total, "internal: batch metadata overflow");
   QF_CUDA_CHECK(cudaMemcpyAsync(meta_dev, meta_host[meta_turn], ints * 4, cudaMemcpyHostToDevice, stream));
+  if (stage_ints > 0)
+    QF_CUDA_CHECK(cudaMemcpyAsync(meta_dev + off.stage, meta_host[meta_turn] + off.stage, stage_ints * 4,
+                                  cudaMemcpyHostToDevice, stream));
   QF_CUDA_CHECK(cudaEventRecord(meta_copied[meta_turn], stream));
   meta_turn ^= 1;
   // The other host buffer may still be the source of a pending copy: wait for that copy only.
@@ -594,7 +681,7 @@ void CudaEngine::Impl::enqueue_body(int64_t T, int64_t R, int max_q_len, bool de
   // The residual starts at zero so that layer 0's add_rmsnorm adds the embedding in.
   QF_CUDA_CHECK(cudaMemsetAsync(residual, 0, size_t(T * H) * 4, stream));
   mark("embedding");
-  const int splits = decode ? cuda::decode_attention_num_splits(int(T), att, int(o.slot_capacity), sm_count) : 1;
+  const int splits = decode ? cuda::decode_attention_num_splits(int(T), att, int(o.slot_capacity), sm_count, kv_elem) : 1;
   for (size_t l = 0; l < layers.size(); ++l) {
     const Layer& L = layers[l];
     add_norm(hidden, T, L.attn_norm);
@@ -602,8 +689,11 @@ void CudaEngine::Impl::enqueue_body(int64_t T, int64_t R, int max_q_len, bool de
     linear(w4a8 ? nullptr : normed, L, kQkv, qkv, T);
     mark("linear qkv");
     // Queries rotated in place, keys rotated into the cache, values copied there.
+    cuda::RopeKvOptions rope_opt;
+    rope_opt.k_post_rope_scale = post_rope_scale[l];
+    rope_opt.q_fp8 = o.attention.q_fp8;
     cuda::rope_kv_append(qkv, qkv_dim, int(c.num_heads), int(c.num_kv_heads), int(c.head_dim), meta(off.pos),
-                         meta(off.kvslot), int(T), inv_freq, attention_factor, kv[l], stream);
+                         meta(off.kvslot), int(T), inv_freq, attention_factor, kv[l], rope_opt, stream);
     mark("rope+kv append");
     if (decode) {
       cuda::DecodeAttentionArgs a;
@@ -635,8 +725,41 @@ void CudaEngine::Impl::enqueue_body(int64_t T, int64_t R, int max_q_len, bool de
       a.cache = kv[l];
       a.block_table = meta(off.btab);
       a.max_blocks_per_seq = max_blocks;
-      cuda::prefill_attention(a, stream);
-      mark("attention (prefill)");
+      if (fp8_prefill) {
+        // The pass's queries and its slots' cached K/V (this layer's new rows included) in E4M3.
+        cuda::quantize_queries_fp8(qkv, qkv_dim, int(T), int(c.num_heads), int(c.head_dim), q8, q8_scale, stream);
+        cuda::kv_cache_stage_fp8(kv[l], meta(off.btab), max_blocks, meta(off.st_run), meta(off.st_start),
+                                 meta(off.st_len), stage_seqs, max_kv_len, kv8, stream);
+        mark("kv stage (prefill fp8)");
+        cuda::Fp8PrefillAttentionArgs f;
+        f.shape = att;
+        f.q = q8;
+        f.q_row_stride = q_dim;
+        f.q_scale = q8_scale;
+        f.k = kv8.k8;
+        f.vt = kv8.vt8;
+        f.k_scale = kv8.k_scale;
+        f.v_scale = kv8.v_scale;
+        f.kv_rows = kv8.kv_rows;
+        f.out = attn;
+        f.out_row_stride = q_dim;
+        f.num_seqs = int(R);
+        f.q_start = meta(off.q_start);
+        f.kv_start = meta(off.f8_start);
+        f.kv_len = meta(off.f8_len);
+        f.max_q_len = max_q_len;
+        f.stages = 2;  // FlashAttention-3's order: measured faster than FireQ's 3 (docs/benchmarks.md)
+        cuda::prefill_attention_fp8(f, stream);
+        mark("attention (prefill fp8)");
+      } else {
+        if (kv_quantized()) {  // the pass's sequences' blocks, this layer's new rows included, in BF16
+          cuda::kv_cache_dequantize_blocks(kv[l], meta(off.stage), meta(off.stage), stage_blocks, kv_staging, stream);
+          mark("kv dequantize (prefill)");
+          a.cache = kv_staging;
+        }
+        cuda::prefill_attention(a, stream);
+        mark("attention (prefill)");
+      }
     }
     linear(attn, L, kO, hidden, T);
     mark("linear o");
@@ -732,7 +855,50 @@ void CudaEngine::Impl::forward_chunks(const Batch& b, const std::vector<int32_t>
     }
     h[off.q_start + R] = int32_t(T);
     max_q = std::max(max_q, int(T - h[off.q_start + R - 1]));
-    upload_meta(off.btab + size_t(R) * max_blocks);
+    const size_t ints = off.btab + size_t(R) * max_blocks;
+    if (fp8_prefill) {
+      // One staged region per distinct slot (its longest run's keys), 128-row aligned; every run
+      // of the slot reads that region with its own key count.
+      std::map<int32_t, int> region_of;  // slot -> staged index
+      stage_seqs = 0;
+      max_kv_len = 0;
+      int32_t next_start = 0;
+      for (int64_t r = 0; r < R; ++r) {
+        const int32_t slot = b.slots[t0 + h[off.q_start + r]];
+        const int32_t len = h[off.kv_past + r] + h[off.q_start + r + 1] - h[off.q_start + r];
+        auto [it, fresh] = region_of.emplace(slot, stage_seqs);
+        if (fresh) {
+          h[off.st_run + stage_seqs] = int32_t(r);
+          h[off.st_len + stage_seqs] = 0;
+          ++stage_seqs;
+        }
+        h[off.st_len + it->second] = std::max(h[off.st_len + it->second], len);
+        h[off.f8_len + r] = len;
+      }
+      for (int i = 0; i < stage_seqs; ++i) {
+        h[off.st_start + i] = next_start;
+        next_start += (h[off.st_len + i] + 127) / 128 * 128;
+        max_kv_len = std::max(max_kv_len, int(h[off.st_len + i]));
+      }
+      QF_CHECK(next_start <= kv8.kv_rows, "internal: FP8 prefill staging overflow");
+      for (int64_t r = 0; r < R; ++r)
+        h[off.f8_start + r] = h[off.st_start + region_of[b.slots[t0 + h[off.q_start + r]]]];
+    } else if (kv_quantized()) {
+      // Every block the runs' attention reads: keys 0 .. past + run length - 1 of each run.
+      std::vector<char> used(size_t(o.num_slots) * max_blocks, 0);
+      stage_blocks = 0;
+      for (int64_t r = 0; r < R; ++r) {
+        const int64_t len = h[off.kv_past + r] + h[off.q_start + r + 1] - h[off.q_start + r];
+        for (int64_t blk = 0; blk * cuda::kKvBlockTokens < len; ++blk) {
+          const int32_t id = h[off.btab + r * max_blocks + blk];
+          if (!used[size_t(id)]) {
+            used[size_t(id)] = 1;
+            h[off.stage + stage_blocks++] = id;
+          }
+        }
+      }
+    }
+    upload_meta(ints, size_t(stage_blocks));
     enqueue_body(T, R, max_q, false);
     if (L == 0) continue;
     const bf16* rows = normed;
@@ -769,9 +935,10 @@ CudaEngine::~CudaEngine() = default;
 const ModelConfig& CudaEngine::config() const { return impl_->c; }
 std::string CudaEngine::describe() const {
   const Impl& I = *impl_;
-  if (I.w4a8) return str("cuda (", I.device_name, ", INT4 x FP8 linears (FireQ w4a8))");
-  if (I.fpx) return str("cuda (", I.device_name, ", ", cuda_linears_name(I.o.linears), " x BF16 linears (FP6-LLM))");
-  return str("cuda (", I.device_name, ", BF16)");
+  const std::string att = I.o.attention == CudaAttentionMode{} ? "" : ", " + cuda_attention_name(I.o.attention);
+  if (I.w4a8) return str("cuda (", I.device_name, ", INT4 x FP8 linears (FireQ w4a8)", att, ")");
+  if (I.fpx) return str("cuda (", I.device_name, ", ", cuda_linears_name(I.o.linears), " x BF16 linears (FP6-LLM)", att, ")");
+  return str("cuda (", I.device_name, ", BF16", att, ")");
 }
 int CudaEngine::num_slots() const { return impl_->o.num_slots; }
 int64_t CudaEngine::slot_capacity() const { return impl_->o.slot_capacity; }

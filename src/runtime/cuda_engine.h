@@ -6,7 +6,10 @@
 // into one device arena; q/k/v are fused into one [q+2kv, hidden] matrix and gate/up into one
 // [2 x intermediate, hidden] matrix, so a block runs four GEMMs. Norm weights stay FP32. The
 // residual stream is FP32 (add_rmsnorm's FP32 overload): only the matmul inputs/outputs, the
-// attention and the KV cache are BF16.
+// attention and the KV cache are BF16, unless the options quantize them (CudaLinearMode,
+// CudaAttentionMode). A quantized KV cache (INT4 or FP8 rows with F16 scales) is read directly by
+// decode attention; a prefill pass first dequantizes the blocks of its sequences, layer by
+// layer, into one layer's worth of BF16 scratch blocks that the BF16 prefill kernel reads.
 //
 // Memory is sized once, up front: weights + paged KV cache (num_slots x slot_capacity tokens) +
 // the scratch of one prefill chunk + the logits of one head pass. When it does not fit, the
@@ -30,6 +33,7 @@
 #include <utility>
 #include <vector>
 
+#include "backends/cuda/kv_element.h"
 #include "formats/fpx.h"
 #include "formats/quantize.h"
 #include "io/checkpoint.h"
@@ -55,16 +59,37 @@ struct CudaLinearMode {
 };
 std::string cuda_linears_name(const CudaLinearMode& m);  // "bf16", "w4a8", "fp6_e3m2", ...
 
-// How the CUDA engine runs a quantized checkpoint exactly as its quantization_config says, or
-// nothing when it cannot (activation or KV-cache rounding other than FireQ's w4a8: those are CPU
-// simulations). FireQ's formats run as w4a8; one FPx channel format in every linear (FP6-LLM's
+// How the CUDA engine runs a quantized checkpoint's linears exactly as its quantization_config
+// says, or nothing when it cannot (activation rounding other than FireQ's w4a8: those are CPU
+// simulations; the KV cache and queries are cuda_attention_for's). FireQ's formats run as w4a8; one FPx channel format in every linear (FP6-LLM's
 // recipes) as fpx; other weight-only formats as bf16 (their dequantized values; BF16 holds
 // <= 8-bit grids with BF16-representable scales exactly, else rounds once).
 std::optional<CudaLinearMode> cuda_linears_for(const QuantizationConfig& q);
 
+// How the CUDA engine runs attention (FireQ part 2): the KV cache's row kind (kv_element.h:
+// BF16, FireQ's INT4, or FP8 for comparison) and whether queries are rounded to FP8 E4M3 per
+// (token, head) ("fp8_e4m3:token") after RoPE. A checkpoint's k_post_rope_scale tensors apply
+// whatever the mode (rope_kv.h).
+struct CudaAttentionMode {
+  cuda::KvElement kv = cuda::KvElement::bf16;
+  bool q_fp8 = false;
+  // With a quantized cache and FP8 queries, prefill attention runs on FP8 tensor cores
+  // (attention_fp8.h; its probabilities rounded to E4M3, ~2.5 % relative error in an output row);
+  // false: the BF16 kernel over a BF16 copy of the cache (exact to the simulation, slower).
+  bool fp8_prefill = true;
+  bool operator==(const CudaAttentionMode&) const = default;
+};
+std::string cuda_attention_name(const CudaAttentionMode& m);  // "kv bf16", "kv int4:token:scale=f16, q fp8", ...
+// The attention mode for a checkpoint's (or a run's) KV-cache and query formats (null: BF16 /
+// unrounded), or nothing when the CUDA engine cannot store or round them exactly (the CPU engine
+// simulates any format).
+std::optional<CudaAttentionMode> cuda_attention_for(const std::optional<Format>& kv_cache,
+                                                    const std::optional<Format>& query);
+
 struct CudaEngineOptions {
   int num_slots = 1;
   CudaLinearMode linears;
+  CudaAttentionMode attention;
   int64_t slot_capacity = 2048;    // tokens per slot (the KV cache holds num_slots x this)
   int64_t max_chunk_tokens = 2048; // tokens per prefill pass
   bool use_graphs = true;          // capture pure-decode steps as CUDA graphs

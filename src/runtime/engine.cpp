@@ -97,7 +97,8 @@ Device default_device() {
 }
 
 bool cuda_runs_natively(const Model& model) {
-  return !model.quantization || cuda_linears_for(*model.quantization).has_value();
+  return !model.quantization || (cuda_linears_for(*model.quantization).has_value() &&
+                                 cuda_attention_for(model.quantization->kv_cache, model.quantization->query).has_value());
 }
 
 std::unique_ptr<Engine> create_engine(const Model& model, const EngineOptions& options) {
@@ -126,12 +127,15 @@ std::unique_ptr<Engine> create_engine(const Model& model, const EngineOptions& o
       if (!options.kv_cache_format.empty()) engine->set_kv_cache_format(Format::parse(options.kv_cache_format));
       else if (model.quantization && model.quantization->kv_cache)
         engine->set_kv_cache_format(*model.quantization->kv_cache);
+      if (!options.query_format.empty()) engine->set_query_format(Format::parse(options.query_format));
+      else if (model.quantization && model.quantization->query)
+        engine->set_query_format(*model.quantization->query);
       return engine;
     }
     case Device::Cuda: {
       require_device(Device::Cuda);
-      QF_CHECK(options.activation_format.empty() && options.kv_cache_format.empty(),
-               "activation and KV-cache format simulations run on the CPU engine only (--device cpu)");
+      QF_CHECK(options.activation_format.empty(), "activation format simulations run on the CPU engine only (--device cpu)");
+      // (KV-cache and query formats the CUDA engine stores or rounds exactly run here too; below.)
       // The CUDA engine runs weight-only checkpoints as BF16 and FireQ's w4a8 linears with their
       // own kernels; other activation or KV-cache rounding it cannot do, and silently ignoring
       // it would misreport the checkpoint.
@@ -142,6 +146,18 @@ std::unique_ptr<Engine> create_engine(const Model& model, const EngineOptions& o
       o.num_slots = options.num_slots;
       o.slot_capacity = capacity;
       if (model.quantization) o.linears = *cuda_linears_for(*model.quantization);
+      // The run's KV-cache / query formats override the checkpoint's, as on the CPU engine.
+      std::optional<Format> kv, query;
+      if (model.quantization) kv = model.quantization->kv_cache, query = model.quantization->query;
+      if (!options.kv_cache_format.empty()) kv = Format::parse(options.kv_cache_format);
+      if (!options.query_format.empty()) query = Format::parse(options.query_format);
+      const std::optional<CudaAttentionMode> att = cuda_attention_for(kv, query);
+      QF_CHECK(att.has_value(), "the CUDA engine stores the KV cache as bf16, ", cuda::kv_element_name(cuda::KvElement::int4),
+               " or ", cuda::kv_element_name(cuda::KvElement::fp8_e4m3), " and rounds queries to fp8_e4m3:token only (asked: KV ",
+               kv ? kv->str() : std::string("bf16"), ", queries ", query ? query->str() : std::string("unrounded"),
+               "); other formats run on the CPU engine (--device cpu)");
+      o.attention = *att;
+      o.attention.fp8_prefill = options.fp8_prefill_attention;
       return std::make_unique<CudaEngine>(model.checkpoint, o, &model.quantized_weights);
 #endif
     }

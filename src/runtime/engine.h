@@ -92,6 +92,13 @@ struct EngineOptions {
   std::string activation_format;
   // Simulate a KV cache stored in this format (e.g. "f16"); empty: FP32.
   std::string kv_cache_format;
+  // Simulate queries rounded to this format after RoPE, per (token, head) row (e.g.
+  // "fp8_e4m3:token"); empty: FP32.
+  std::string query_format;
+  // CUDA engine, quantized KV cache with FP8 queries (FireQ): prefill attention on FP8 tensor
+  // cores (true) or in BF16 over a dequantized copy of the cache (false: slower, no FP8
+  // probability rounding, so equal to the CPU simulation up to BF16 roundings).
+  bool fp8_prefill_attention = true;
 };
 
 // The engine for options.device. CUDA: a clear error when qforge was built without CUDA or no

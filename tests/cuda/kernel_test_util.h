@@ -23,6 +23,15 @@ namespace qf::testing {
 
 using bf16 = __nv_bfloat16;
 
+// Attention head shapes of the real models the attention tests run at.
+struct HeadShape {
+  const char* name;
+  int heads, kv_heads, head_dim;
+};
+inline constexpr HeadShape kLlama2_7B{"llama2-7b", 32, 32, 128};
+inline constexpr HeadShape kLlama3_8B{"llama3-8b", 32, 8, 128};
+inline constexpr HeadShape kSmolLM2{"smollm2-135m", 9, 3, 64};
+
 // A bf16 NaN that no kernel produces (the canonical quiet NaN is 0x7fc0): an output element
 // still holding it was never written.
 inline constexpr uint16_t kPoisonBits = 0x7fa5;

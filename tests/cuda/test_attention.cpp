@@ -32,13 +32,6 @@ namespace {
 
 using cuda::kKvBlockTokens;
 
-struct HeadShape {
-  const char* name;
-  int heads, kv_heads, head_dim;
-};
-constexpr HeadShape kLlama2_7B{"llama2-7b", 32, 32, 128};
-constexpr HeadShape kLlama3_8B{"llama3-8b", 32, 8, 128};
-constexpr HeadShape kSmolLM2{"smollm2-135m", 9, 3, 64};
 
 cuda::AttentionShape attention_shape(const HeadShape& m) {
   return {m.heads, m.kv_heads, m.head_dim, 1.0f / std::sqrt(float(m.head_dim))};
@@ -48,18 +41,28 @@ cuda::AttentionShape attention_shape(const HeadShape& m) {
 // rows with padding between them, as a fused QKV output has), with blocks assigned in a random
 // permutation so that every tile read goes through the table. The pools start poisoned: a
 // kernel reading a row nobody appended gets NaN.
+//
+// With a quantized element kind (decode only) the same rows are also quantized on the CPU by
+// formats::quantize per (token, KV head) and written into code and scale pools in the cache's
+// layout (the scale pools poisoned first: a row nobody wrote has a NaN scale); kq / vq then hold
+// the dequantized values the reference attends over.
 struct TestCache {
   HeadShape m;
   std::vector<int> lens;
   std::vector<std::vector<bf16>> k, v;  // per sequence [len][kv_heads * head_dim]
+  cuda::KvElement elem = cuda::KvElement::bf16;
+  std::vector<std::vector<float>> kq, vq;  // quantized kinds: the dequantized k, v
+  DeviceArray<uint8_t> k_codes, v_codes;
+  DeviceArray<uint16_t> k_scales, v_scales;
   int max_blocks_per_seq = 0;
   std::vector<int32_t> table;  // [num_seqs][max_blocks_per_seq], -1 where unused
   int64_t num_blocks = 0;
   DeviceArray<bf16> k_pool, v_pool;
   DeviceArray<int32_t> d_table;
 
-  TestCache(const HeadShape& shape, std::vector<int> seq_lens, std::mt19937_64& rng, cudaStream_t stream)
-      : m(shape), lens(std::move(seq_lens)) {
+  TestCache(const HeadShape& shape, std::vector<int> seq_lens, std::mt19937_64& rng, cudaStream_t stream,
+            cuda::KvElement element = cuda::KvElement::bf16)
+      : m(shape), lens(std::move(seq_lens)), elem(element) {
     const int row = m.kv_heads * m.head_dim;
     std::vector<int> blocks_of(lens.size());
     int max_len = 0;
@@ -105,21 +108,73 @@ struct TestCache {
     if (!slots.empty()) {
       DeviceArray<bf16> dk(k_rows, stream), dv(v_rows, stream);
       DeviceArray<int32_t> dslots(slots, stream);
-      cuda::kv_cache_append(dk.get(), stride, dv.get(), stride, dslots.get(), int(slots.size()), view(), stream);
+      cuda::kv_cache_append(dk.get(), stride, dv.get(), stride, dslots.get(), int(slots.size()), bf16_view(), stream);
       QF_CUDA_CHECK(cudaStreamSynchronize(stream));
     }
+    if (elem != cuda::KvElement::bf16) quantize_rows(stream);
   }
 
-  cuda::KvLayerView view() const { return {k_pool.get(), v_pool.get(), num_blocks, m.kv_heads, m.head_dim}; }
+  void quantize_rows(cudaStream_t stream) {
+    const Format fmt = Format::parse(cuda::kv_element_name(elem));
+    const int d = m.head_dim, row = m.kv_heads * d;
+    const int64_t rows = cuda::kv_pool_rows(num_blocks, m.kv_heads), rb = cuda::kv_row_bytes(elem, d);
+    std::vector<uint8_t> kc(size_t(rows * rb), 0xA5), vc(size_t(rows * rb), 0xA5);
+    std::vector<uint16_t> ksc(size_t(rows), kPoisonBits), vsc(size_t(rows), kPoisonBits);
+    std::vector<float> x(static_cast<size_t>(d)), deq(static_cast<size_t>(d));
+    for (size_t s = 0; s < lens.size(); ++s) {
+      kq.emplace_back(size_t(lens[s]) * row);
+      vq.emplace_back(size_t(lens[s]) * row);
+      for (int p = 0; p < lens[s]; ++p)
+        for (int h = 0; h < m.kv_heads; ++h) {
+          const int64_t pool_row = (int64_t(table[s * max_blocks_per_seq + p / kKvBlockTokens]) * m.kv_heads + h) *
+                                       kKvBlockTokens + p % kKvBlockTokens;
+          for (int kv = 0; kv < 2; ++kv) {
+            const auto& src = kv == 0 ? k[s] : v[s];
+            for (int e = 0; e < d; ++e) x[size_t(e)] = bf16_to_float(src[size_t(p) * row + size_t(h) * d + e]);
+            const QuantizedMatrix qm = quantize(x.data(), 1, d, fmt);
+            dequantize(qm, deq.data());
+            std::copy(deq.begin(), deq.end(), (kv == 0 ? kq : vq)[s].begin() + size_t(p) * row + size_t(h) * d);
+            auto& codes = kv == 0 ? kc : vc;
+            for (int e = 0; e < d; ++e) {
+              if (elem == cuda::KvElement::int4) {
+                uint8_t& byte = codes[size_t(pool_row * rb + e / 2)];
+                if (e % 2 == 0) byte = 0;
+                byte |= uint8_t(qm.codes[size_t(e)] << (4 * (e % 2)));
+              } else {
+                codes[size_t(pool_row * rb + e)] = qm.codes[size_t(e)];
+              }
+            }
+            std::memcpy(&(kv == 0 ? ksc : vsc)[size_t(pool_row)], qm.scales.data(), 2);
+          }
+        }
+    }
+    k_codes = DeviceArray<uint8_t>(kc, stream);
+    v_codes = DeviceArray<uint8_t>(vc, stream);
+    k_scales = DeviceArray<uint16_t>(ksc, stream);
+    v_scales = DeviceArray<uint16_t>(vsc, stream);
+    QF_CUDA_CHECK(cudaStreamSynchronize(stream));
+  }
 
-  // Sequence s's keys or values in the CPU twin's layout: [kv_heads][len][head_dim] floats.
-  std::vector<float> cpu_layout(const std::vector<bf16>& rows, int s) const {
+  cuda::KvLayerView bf16_view() const { return {k_pool.get(), v_pool.get(), num_blocks, m.kv_heads, m.head_dim}; }
+  cuda::KvLayerView view() const {
+    if (elem == cuda::KvElement::bf16) return bf16_view();
+    return {k_codes.get(), v_codes.get(), num_blocks, m.kv_heads, m.head_dim, elem,
+            reinterpret_cast<__half*>(k_scales.get()), reinterpret_cast<__half*>(v_scales.get())};
+  }
+
+  // Sequence s's keys (kv 0) or values (kv 1) as the cache holds them, in the CPU twin's
+  // layout: [kv_heads][len][head_dim] floats.
+  std::vector<float> cpu_layout(int kv, int s) const {
     const int len = lens[size_t(s)], d = m.head_dim, row = m.kv_heads * d;
+    const bool q = elem != cuda::KvElement::bf16;
     std::vector<float> out(static_cast<size_t>(m.kv_heads) * len * d);
     for (int h = 0; h < m.kv_heads; ++h)
       for (int p = 0; p < len; ++p)
-        for (int j = 0; j < d; ++j)
-          out[(size_t(h) * len + p) * d + j] = bf16_to_float(rows[size_t(p) * row + size_t(h) * d + j]);
+        for (int j = 0; j < d; ++j) {
+          const size_t at = size_t(p) * row + size_t(h) * d + j;
+          out[(size_t(h) * len + p) * d + j] =
+              q ? (kv == 0 ? kq : vq)[size_t(s)][at] : bf16_to_float((kv == 0 ? k : v)[size_t(s)][at]);
+        }
     return out;
   }
 };
@@ -129,7 +184,7 @@ struct TestCache {
 std::vector<float> cpu_attention(const TestCache& c, int s, const std::vector<float>& q_rows, int64_t q_stride,
                                  int n, int first_pos) {
   const HeadShape& m = c.m;
-  const auto kc = c.cpu_layout(c.k[size_t(s)], s), vc = c.cpu_layout(c.v[size_t(s)], s);
+  const auto kc = c.cpu_layout(0, s), vc = c.cpu_layout(1, s);
   std::vector<int32_t> pos(static_cast<size_t>(n));
   std::iota(pos.begin(), pos.end(), first_pos);
   std::vector<float> out(static_cast<size_t>(n) * m.heads * m.head_dim);
@@ -210,6 +265,43 @@ std::vector<bf16> launch_prefill(const TestCache& cache, const std::vector<Chunk
   a.cache = cache.view();
   a.block_table = cache.d_table.get();
   a.max_blocks_per_seq = cache.max_blocks_per_seq;
+  // A quantized cache is read through the engine's staging: its sequences' blocks dequantized
+  // into a BF16 pool with the same block ids (kv_cache_dequantize_blocks), which must hold
+  // exactly BF16(code x scale) in every staged row and poison everywhere else.
+  DeviceArray<bf16> staged_k, staged_v;
+  if (cache.elem != cuda::KvElement::bf16) {
+    std::vector<int32_t> ids;
+    for (int32_t id : cache.table)
+      if (id >= 0) ids.push_back(id);
+    const size_t n = size_t(cuda::kv_pool_elements(cache.num_blocks, cache.m.kv_heads, cache.m.head_dim));
+    staged_k = DeviceArray<bf16>(n);
+    staged_v = DeviceArray<bf16>(n);
+    staged_k.poison(stream);
+    staged_v.poison(stream);
+    DeviceArray<int32_t> d_ids(ids, stream);
+    const cuda::KvLayerView to{staged_k.get(), staged_v.get(), cache.num_blocks, cache.m.kv_heads, cache.m.head_dim};
+    cuda::kv_cache_dequantize_blocks(cache.view(), d_ids.get(), d_ids.get(), int(ids.size()), to, stream);
+    a.cache = to;
+    const auto hk = staged_k.download(stream), hv = staged_v.download(stream);
+    const int d = cache.m.head_dim, row = cache.m.kv_heads * d;
+    int64_t bad = 0;
+    for (size_t s = 0; s < cache.lens.size(); ++s)
+      for (int p = 0; p < cache.lens[s]; ++p)
+        for (int h = 0; h < cache.m.kv_heads; ++h) {
+          const int64_t pool_row = (int64_t(cache.table[s * cache.max_blocks_per_seq + p / kKvBlockTokens]) *
+                                        cache.m.kv_heads + h) * kKvBlockTokens + p % kKvBlockTokens;
+          for (int e = 0; e < d; ++e) {
+            const size_t at = size_t(p) * row + size_t(h) * d + e;
+            bad += bf16_bits(hk[size_t(pool_row * d + e)]) != bf16_bits(float_to_bf16(cache.kq[s][at]));
+            bad += bf16_bits(hv[size_t(pool_row * d + e)]) != bf16_bits(float_to_bf16(cache.vq[s][at]));
+          }
+        }
+    EXPECT_EQ(bad, 0) << "staged BF16 rows differing from BF16(code x scale)";
+    // Staged: whole blocks (the slots past a sequence's end dequantize poison codes with their
+    // poison-NaN scales, which no query reads); untouched blocks stay poison.
+    const int64_t staged = int64_t(ids.size()) * kKvBlockTokens * row;
+    EXPECT_EQ(count_poisoned(hk, 0, hk.size()), int64_t(n) - staged);
+  }
   cuda::prefill_attention(a, stream);
   return d_out.download(stream);
 }
@@ -221,8 +313,9 @@ int64_t padded_out_stride(const HeadShape& m) { return int64_t(m.heads) * m.head
 
 // One varlen prefill launch over `chunks` (one sequence each) on fresh random data, compared
 // per sequence with the CPU twin.
-void run_prefill(const HeadShape& m, const std::vector<ChunkSpec>& chunks, float q_stddev, uint64_t seed) {
-  SCOPED_TRACE(std::string(m.name) + " seed " + std::to_string(seed));
+void run_prefill(const HeadShape& m, const std::vector<ChunkSpec>& chunks, float q_stddev, uint64_t seed,
+                 cuda::KvElement elem = cuda::KvElement::bf16) {
+  SCOPED_TRACE(std::string(m.name) + " " + cuda::kv_element_name(elem) + " seed " + std::to_string(seed));
   cuda::Stream stream;
   std::mt19937_64 rng(seed);
   std::vector<int> lens;
@@ -231,7 +324,7 @@ void run_prefill(const HeadShape& m, const std::vector<ChunkSpec>& chunks, float
     lens.push_back(c.past + c.new_tokens);
     total += c.new_tokens;
   }
-  const TestCache cache(m, lens, rng, stream);
+  const TestCache cache(m, lens, rng, stream, elem);
   const int64_t q_stride = fused_qkv_stride(m), out_stride = padded_out_stride(m);
   const std::vector<bf16> q = random_bf16(size_t(total) * q_stride, rng, q_stddev);
   const std::vector<bf16> out = launch_prefill(cache, chunks, q, q_stride, out_stride, stream);
@@ -281,6 +374,100 @@ TEST(PrefillAttention, ChunkedAtOffset) {
 
 // Peaked softmax (q ~ N(0, 64): scores q.k / sqrt(head_dim) with standard deviation ~8): the
 // running max changes between key tiles, so a missed or wrong rescale of the accumulators shows.
+// A quantized cache staged to BF16 (the engine's prefill path): the reference attends over the
+// dequantized values in FP32; the staging rounds them to BF16 once more (2^-9 relative per
+// element, the same order as the P rounding above), so the bounds above hold.
+TEST(PrefillAttention, StagedQuantizedCaches) {
+  QF_REQUIRE_GPU();
+  for (cuda::KvElement e : {cuda::KvElement::int4, cuda::KvElement::fp8_e4m3}) {
+    run_prefill(kLlama3_8B, {{0, 700}, {300, 45}}, 1.0f, fresh_seed(), e);
+    run_prefill(kSmolLM2, {{0, 129}, {17, 200}}, 1.0f, fresh_seed(), e);
+  }
+}
+
+// The FP8 prefill's staging (kv_cache.h kv_cache_stage_fp8, quantize_queries_fp8) against the
+// CPU: every staged K byte and V^T byte is the E4M3 code of the cached code (INT4: the integer
+// q exactly; FP8: the code itself), every scale the row's F16 scale as F32, each sequence in its
+// own 128-aligned region, nothing else written; queries equal formats::quantize of
+// "fp8_e4m3:token" per (row, head) code for code and scale for scale. All exact.
+TEST(PrefillAttention, Fp8Staging) {
+  QF_REQUIRE_GPU();
+  const uint64_t seed = fresh_seed();
+  SCOPED_TRACE("seed " + std::to_string(seed));
+  std::mt19937_64 rng(seed);
+  cuda::Stream stream;
+  for (cuda::KvElement e : {cuda::KvElement::int4, cuda::KvElement::fp8_e4m3})
+    for (const HeadShape& m : {kLlama3_8B, kSmolLM2}) {
+      SCOPED_TRACE(std::string(m.name) + " " + cuda::kv_element_name(e));
+      const std::vector<int> lens{300, 1, 129};
+      const TestCache cache(m, lens, rng, stream, e);
+      const int d = m.head_dim;
+      // Regions 128-aligned, in reverse order, with a gap, through an explicit table-row map.
+      const std::vector<int32_t> rows_of{2, 0, 1}, starts{0, 256, 640}, klen{129, 300, 1};
+      const int64_t kv_rows = 768;
+      DeviceArray<uint8_t> k8(size_t(m.kv_heads * kv_rows * d)), vt8(size_t(m.kv_heads * kv_rows * d));
+      DeviceArray<float> ks(size_t(m.kv_heads * kv_rows)), vs(size_t(m.kv_heads * kv_rows));
+      for (auto* p : {&k8, &vt8}) p->poison(stream);
+      for (auto* p : {&ks, &vs}) p->poison(stream);
+      DeviceArray<int32_t> d_rows(rows_of, stream), d_start(starts, stream), d_len(klen, stream);
+      cuda::kv_cache_stage_fp8(cache.view(), cache.d_table.get(), cache.max_blocks_per_seq, d_rows.get(), d_start.get(),
+                               d_len.get(), 3, 300, {k8.get(), vt8.get(), ks.get(), vs.get(), kv_rows}, stream);
+      const auto hk = k8.download(stream), hv = vt8.download(stream);
+      const auto hks = ks.download(stream), hvs = vs.download(stream);
+      const Format fmt = Format::parse(cuda::kv_element_name(e));
+      const ElementType e4m3 = ElementType::of(ElementKind::fp8_e4m3);
+      int64_t bad = 0, written = 0;
+      std::vector<float> x(static_cast<size_t>(d));
+      for (int i = 0; i < 3; ++i) {
+        const int s = rows_of[size_t(i)], row = m.kv_heads * d;
+        for (int p = 0; p < klen[size_t(i)]; ++p)
+          for (int h = 0; h < m.kv_heads; ++h)
+            for (int kv = 0; kv < 2; ++kv) {
+              const auto& src = kv == 0 ? cache.k[size_t(s)] : cache.v[size_t(s)];
+              for (int j = 0; j < d; ++j) x[size_t(j)] = bf16_to_float(src[size_t(p) * row + size_t(h) * d + j]);
+              const QuantizedMatrix q = quantize(x.data(), 1, d, fmt);
+              const int64_t r = starts[size_t(i)] + p;
+              for (int j = 0; j < d; ++j) {
+                const uint32_t want = e == cuda::KvElement::int4
+                                          ? encode_float_element(e4m3, float(sign_extend(q.codes[size_t(j)], 4)))
+                                          : q.codes[size_t(j)];
+                const uint8_t got = kv == 0 ? hk[size_t((h * kv_rows + r) * d + j)] : hv[size_t((h * d + j) * kv_rows + r)];
+                bad += got != want;
+              }
+              uint16_t sb;
+              std::memcpy(&sb, q.scales.data(), 2);
+              bad += (kv == 0 ? hks : hvs)[size_t(h * kv_rows + r)] != float(__half(__half_raw{sb}));
+              ++written;
+            }
+      }
+      EXPECT_EQ(bad, 0) << "staged codes or scales differing from the cache's";
+      EXPECT_EQ(count_poisoned(hks, 0, hks.size()), 2 * (int64_t(hks.size()) - written / 2));
+    }
+  // Queries.
+  const HeadShape m = kLlama3_8B;
+  const int rows = 37;
+  const int64_t stride = fused_qkv_stride(m);
+  std::vector<bf16> q = random_bf16(size_t(rows) * stride, rng, 3.0f);
+  DeviceArray<bf16> d_q(q, stream);
+  DeviceArray<uint8_t> q8(size_t(rows * m.heads * m.head_dim));
+  DeviceArray<float> qs(size_t(rows * m.heads));
+  cuda::quantize_queries_fp8(d_q.get(), stride, rows, m.heads, m.head_dim, q8.get(), qs.get(), stream);
+  const auto h8 = q8.download(stream);
+  const auto hs = qs.download(stream);
+  int64_t bad = 0;
+  std::vector<float> x(static_cast<size_t>(m.head_dim));
+  for (int r = 0; r < rows; ++r)
+    for (int h = 0; h < m.heads; ++h) {
+      for (int j = 0; j < m.head_dim; ++j) x[size_t(j)] = bf16_to_float(q[size_t(r * stride + h * m.head_dim + j)]);
+      const QuantizedMatrix want = quantize(x.data(), 1, m.head_dim, Format::parse("fp8_e4m3:token"));
+      float want_scale;
+      std::memcpy(&want_scale, want.scales.data(), 4);
+      bad += hs[size_t(r * m.heads + h)] != want_scale;
+      for (int j = 0; j < m.head_dim; ++j) bad += h8[size_t((r * m.heads + h) * m.head_dim + j)] != want.codes[size_t(j)];
+    }
+  EXPECT_EQ(bad, 0) << "query codes or scales differing from formats::quantize";
+}
+
 TEST(PrefillAttention, PeakedScores) {
   QF_REQUIRE_GPU();
   run_prefill(kLlama3_8B, {{0, 1000}, {300, 400}}, 8.0f, fresh_seed());
@@ -326,11 +513,12 @@ TEST(PrefillAttention, ChunkingDoesNotChangeResults) {
 
 // One decode launch: sequence s holds lens[s] tokens and its query sits at position lens[s]-1.
 // Runs with each split count in `splits` (0: decode_attention_num_splits' choice).
-void run_decode(const HeadShape& m, const std::vector<int>& lens, const std::vector<int>& splits, uint64_t seed) {
-  SCOPED_TRACE(std::string(m.name) + " seed " + std::to_string(seed));
+void run_decode(const HeadShape& m, const std::vector<int>& lens, const std::vector<int>& splits, uint64_t seed,
+                cuda::KvElement elem = cuda::KvElement::bf16) {
+  SCOPED_TRACE(std::string(m.name) + " " + cuda::kv_element_name(elem) + " seed " + std::to_string(seed));
   cuda::Stream stream;
   std::mt19937_64 rng(seed);
-  TestCache cache(m, lens, rng, stream);
+  TestCache cache(m, lens, rng, stream, elem);
   const int n = int(lens.size());
   const int64_t q_stride = fused_qkv_stride(m), out_stride = padded_out_stride(m);
   const std::vector<bf16> q = random_bf16(size_t(n) * q_stride, rng);
@@ -342,7 +530,7 @@ void run_decode(const HeadShape& m, const std::vector<int>& lens, const std::vec
   for (int requested : splits) {
     const auto shape = attention_shape(m);
     const int num_splits = requested > 0 ? requested
-                                         : cuda::decode_attention_num_splits(n, shape, max_len, cuda::device_info().sm_count);
+                                         : cuda::decode_attention_num_splits(n, shape, max_len, cuda::device_info().sm_count, elem);
     SCOPED_TRACE("num_splits " + std::to_string(num_splits));
     cuda::DeviceBuffer workspace(cuda::decode_attention_workspace_bytes(n, shape, num_splits), "decode workspace");
     cuda::fill_u16(workspace.data(), kPoisonBits, workspace.size() / 2, stream);
@@ -405,6 +593,24 @@ TEST(DecodeAttention, MultiQuery) {
   run_decode({"mqa-16x64", 16, 1, 64}, {1, 500, 129}, {1, 0, 7}, fresh_seed());
 }
 
+// The quantized caches (kv_element.h): the kernel against the CPU twin over the dequantized rows
+// (formats::quantize per token and KV head). The reference is exact in FP32 on those values and
+// the kernel's decode arithmetic is FP32 throughout (code x scale folded into the dot product and
+// the probability), so the bounds above (set by the BF16 output rounding) apply unchanged; a
+// wrong nibble order, scale or page breaks them by far.
+TEST(DecodeAttention, Int4Cache) {
+  QF_REQUIRE_GPU();
+  for (const HeadShape& m : {kLlama2_7B, kLlama3_8B, kSmolLM2})
+    run_decode(m, kDecodeLengths, kDecodeSplits, fresh_seed(), cuda::KvElement::int4);
+  run_decode({"mqa-16x64", 16, 1, 64}, {1, 500, 129}, {1, 0, 7}, fresh_seed(), cuda::KvElement::int4);
+}
+
+TEST(DecodeAttention, Fp8Cache) {
+  QF_REQUIRE_GPU();
+  for (const HeadShape& m : {kLlama2_7B, kLlama3_8B, kSmolLM2})
+    run_decode(m, kDecodeLengths, kDecodeSplits, fresh_seed(), cuda::KvElement::fp8_e4m3);
+}
+
 // Batch 1 at long context, where the split is what fills the GPU.
 TEST(DecodeAttention, LongContextBatchOne) {
   QF_REQUIRE_GPU();
@@ -437,11 +643,18 @@ TEST(AttentionBench, RunsSmallCases) {
   o.max_reps = 5;
   const auto r = cuda::run_attention_bench(o);
   EXPECT_TRUE(r.errors.empty()) << (r.errors.empty() ? std::string() : r.errors.front());
-  ASSERT_EQ(r.rows.size(), size_t(3));
+  // Each prefill case in BF16 and FP8 (2 and 3 stages), the decode case over bf16, int4 and fp8 caches.
+  ASSERT_EQ(r.rows.size(), size_t(9));
   for (const auto& row : r.rows) {
     EXPECT_GT(row.median_us, 0.0) << row.kind;
     EXPECT_GT(row.flops, 0.0);
   }
+  EXPECT_EQ(r.rows[1].kind, "prefill-fp8-2st");
+  EXPECT_EQ(r.rows[7].kind, "decode-int4");
+  EXPECT_EQ(r.rows[8].kind, "decode-fp8");
+  // The quantized rows count their own bytes: INT4 (32 + 2 bytes a row) against BF16 (128).
+  EXPECT_NEAR(r.rows[7].bytes / r.rows[6].bytes, 34.0 / 128.0, 0.02);
+  EXPECT_GT(r.rows[7].vs_bf16, 0.0);
   // 2 sequences x (300 * 301 / 2 pairs) x 9 heads x 4 x 64 FLOPs.
   EXPECT_DOUBLE_EQ(r.rows[0].flops, 2.0 * 300 * 301 / 2 * 9 * 4 * 64);
   EXPECT_FALSE(cuda::attention_bench_table(r).empty());

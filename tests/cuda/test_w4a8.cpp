@@ -380,7 +380,7 @@ TEST(W4a8Gemm, BothPathsMatchTheTwinAtRealShapes) {
   LinearKernel* wg = registry.find("w4a8_gemv_wgmma");
   ASSERT_TRUE(gemv && big && wg);
   std::vector<GemmLayerShape> shapes;
-  for (const std::string& model : {"llama2-7b", "llama3-8b", "llama2-70b"})
+  for (const char* model : {"llama2-7b", "llama3-8b", "llama2-70b"})
     for (const GemmLayerShape& s : llama_layer_shapes(model)) shapes.push_back(s);
   shapes.push_back({"odd", "ragged", 200, 576});  // the default model's width: a 64-wide last group
   for (const GemmLayerShape& s : shapes) {

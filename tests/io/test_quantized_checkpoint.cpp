@@ -391,5 +391,58 @@ TEST(QuantizedCheckpoint, PaddingBitsMustBeZero) {
   EXPECT_ERROR(read_quantized_checkpoint(tmp.file("q")), "weight_packed' row 2", "padding");
 }
 
+// FireQ's attention pieces: the query format in quantization_config and the optional per-layer
+// post-RoPE key scale (F32 [kv_heads * head_dim], finite, > 0) round-trip; a wrong one is
+// refused on write and on read, naming the tensor.
+TEST(QuantizedCheckpoint, QueryFormatAndPostRopeScaleRoundTrip) {
+  ScratchDir tmp;
+  QuantizedModel m = tiny_quantized();
+  m.quantization.query = Format::parse("fp8_e4m3:token");
+  const int64_t kv_dim = m.config.num_kv_heads * m.config.head_dim;  // 2 x 8
+  const std::string post = k_post_rope_scale_name(1);
+  EXPECT_EQ(post, "model.layers.1.self_attn.k_post_rope_scale");
+  Tensor s = Tensor::empty(DType::F32, {kv_dim});
+  for (int64_t i = 0; i < kv_dim; ++i) s.data_mut<float>()[i] = i % 5 == 0 ? 0.25f * float(i + 1) : 1.0f;
+  m.dense[post] = s;  // layer 1 only: the tensor is optional per layer
+  write_quantized_checkpoint(tmp.file("q"), m, {});
+  const QuantizedModel back = read_quantized_checkpoint(tmp.file("q"));
+  expect_equal(m, back);
+  ASSERT_TRUE(back.quantization.query);
+  EXPECT_EQ(back.quantization.query->str(), "fp8_e4m3:token");
+  EXPECT_FALSE(back.dense.count(k_post_rope_scale_name(0)));
+  const nlohmann::json config = json_text::parse(json_text::read_file(tmp.file("q") + "/config.json", 1 << 20), "c");
+  EXPECT_EQ(config["quantization_config"]["query"], "fp8_e4m3:token");
+  const Checkpoint ck = dequantized_checkpoint(back, tmp.file("q"));
+  ASSERT_TRUE(ck.has(post));
+  EXPECT_EQ(std::memcmp(ck.tensor(post).raw(), s.raw(), s.nbytes()), 0);
+  // Without the field (older checkpoints): no query rounding.
+  edit_config(tmp.file("q"), [](nlohmann::json& j) { j["quantization_config"].erase("query"); });
+  EXPECT_FALSE(read_quantized_checkpoint(tmp.file("q")).quantization.query);
+
+  QuantizedModel bad = m;
+  bad.dense[post] = Tensor::empty(DType::F32, {kv_dim + 1});
+  EXPECT_ERROR(write_quantized_checkpoint(tmp.file("b"), bad, {}), post, "expected [16]");
+  bad = m;
+  Tensor zero = Tensor::empty(DType::F32, {kv_dim});  // fresh: tensors share storage when copied
+  std::copy_n(s.data<float>(), kv_dim, zero.data_mut<float>());
+  zero.data_mut<float>()[3] = 0.0f;
+  bad.dense[post] = zero;
+  EXPECT_ERROR(write_quantized_checkpoint(tmp.file("b"), bad, {}), post, "element 3", "finite and > 0");
+  bad = m;
+  bad.dense[k_post_rope_scale_name(2)] = s;  // the tiny model has 2 layers
+  EXPECT_ERROR(write_quantized_checkpoint(tmp.file("b"), bad, {}), "model.layers.2.self_attn.k_post_rope_scale",
+               "not a tensor of this architecture");
+  EXPECT_FALSE(fs::exists(tmp.file("b")));
+  write_quantized_checkpoint(tmp.file("r"), m, {});
+  edit_tensors(tmp.file("r"), [&](auto& t) {
+    const float inf = INFINITY;
+    std::memcpy(t[post].bytes.data() + 4 * 7, &inf, 4);
+  });
+  EXPECT_ERROR(read_quantized_checkpoint(tmp.file("r")), post, "element 7", "finite and > 0");
+  write_quantized_checkpoint(tmp.file("f"), m, {});
+  edit_config(tmp.file("f"), [](nlohmann::json& j) { j["quantization_config"]["query"] = "fp8_e4m3:tokn"; });
+  EXPECT_ERROR(read_quantized_checkpoint(tmp.file("f")), "quantization_config.query");
+}
+
 }  // namespace
 }  // namespace qf

@@ -63,6 +63,25 @@ std::vector<float> quant_test_gaussian(int64_t n, uint64_t seed, float stddev) {
   return v;
 }
 
+// The largest |logit difference| of two engines over the windows (every position's logits, each
+// window from an empty slot 0), and the largest |logit| of `reference`.
+std::pair<double, double> max_logit_difference(CpuEngine& engine, CpuEngine& reference,
+                                               const std::vector<std::vector<int32_t>>& windows) {
+  double max_diff = 0, max_logit = 0;
+  for (const auto& w : windows) {
+    engine.reset(0);
+    reference.reset(0);
+    Batch b;
+    b.add_sequence(0, 0, w, Batch::Logits::All);
+    const Tensor y = engine.forward(b), y0 = reference.forward(b);
+    for (int64_t i = 0; i < y.numel(); ++i) {
+      max_diff = std::max(max_diff, double(std::fabs(y.data<float>()[i] - y0.data<float>()[i])));
+      max_logit = std::max(max_logit, double(std::fabs(y0.data<float>()[i])));
+    }
+  }
+  return {max_diff, max_logit};
+}
+
 std::vector<std::vector<int32_t>> windows_for(const ModelConfig& c, int64_t n, int64_t len, uint64_t seed) {
   std::vector<int32_t> text(400);
   std::mt19937 rng(static_cast<uint32_t>(seed));
@@ -331,18 +350,7 @@ TEST(QuantCalibration, SmoothingKeepsTheFunctionAndThePlainForwardStatistics) {
   CpuEngine original(ck, 1, L, [&](const std::string& name, const Tensor& w, const Tensor& b) {
     return make_dense_linear(name, w, b);
   });
-  double max_diff = 0, max_logit = 0;
-  for (const auto& w : windows) {
-    engine.reset(0);
-    original.reset(0);
-    Batch b;
-    b.add_sequence(0, 0, w, Batch::Logits::All);
-    const Tensor y = engine.forward(b), y0 = original.forward(b);
-    for (int64_t i = 0; i < y.numel(); ++i) {
-      max_diff = std::max(max_diff, double(std::fabs(y.data<float>()[i] - y0.data<float>()[i])));
-      max_logit = std::max(max_logit, double(std::fabs(y0.data<float>()[i])));
-    }
-  }
+  const auto [max_diff, max_logit] = max_logit_difference(engine, original, windows);
   // F32 rounding of g / s and W s (one ulp each, ~6e-8 relative) through two blocks: ~1e-6 of
   // the logits' scale; an unmerged or doubly applied s changes them by tens of percent.
   EXPECT_LT(max_diff, 1e-5 * max_logit) << "smoothing changed the function";
@@ -419,6 +427,209 @@ TEST(QuantCalibration, SmoothedRecipeWritesItsNormsAndRunsAsCalibrated) {
   const Tensor expected = ref.forward(b);
   expect_same_finite_logits(logits, expected);
   std::filesystem::remove_all(dir);
+}
+
+// FireQ's RoPE-aware scaling inside the pass (CalibrationOptions::rope_scale, the recipe
+// transform "rope_scale"), with q/k biases, an INT4 KV cache and FP8 queries simulated: the
+// pre-RoPE scale reaches the q/k rows and biases pair-equal, the model carrying the merged
+// weights and the post-RoPE tensors computes the original function when nothing is rounded, and
+// with the rounding on, the statistics the pass collected are X^T X of a plain forward of that
+// model (so the pass applies the post scale, rounds Q and K/V, and merges the biases as the
+// engine does).
+TEST(QuantCalibration, RopeScaleKeepsTheFunctionAndThePlainForwardStatistics) {
+  test::TinyOptions to;
+  to.layers = 2;
+  to.bias = true;
+  const Checkpoint ck = test::tiny_checkpoint(to);
+  const ModelConfig& c = ck.config;
+  const int64_t L = 24, d = c.head_dim, kv_dim = c.num_kv_heads * d, half = d / 2;
+  const auto windows = windows_for(c, 5, L, 21);
+  CalibrationModel cm;
+  cm.checkpoint = &ck;
+  cm.rope_inv_freq = rope_frequencies(c, L).inv_freq;
+  cm.kv_cache = Format::parse("int4:token:scale=f16");
+  cm.query = Format::parse("fp8_e4m3:token");
+  Hessians calibrated;
+  std::map<std::string, std::vector<float>> final_weights;
+  std::vector<RopeScales> scales;
+  CalibrationOptions co;
+  co.chunk_tokens = 2 * L;
+  co.rope_scale = [&](int64_t layer, const KeyStatistics& st) {
+    EXPECT_EQ(layer, int64_t(scales.size()));
+    EXPECT_EQ(st.tokens, int64_t(windows.size()) * L);
+    RopeScaleTransform t;
+    t.top_k = 1;  // head_dim is 8 here: leave most pairs to the pre-RoPE scale
+    scales.push_back(rope_aware_scales(st, t));
+    return scales.back();
+  };
+  calibrate_sequentially(
+      cm, windows,
+      [&](int64_t, LinearInput, const ActivationStats& st, std::span<CalibratedLinear> lins) {
+        for (CalibratedLinear& lin : lins) {
+          calibrated[lin.name] = st.hessian;
+          final_weights[lin.name] = lin.weight;  // unquantized: the function must be kept
+        }
+      },
+      co);
+  ASSERT_EQ(scales.size(), size_t(c.num_layers));
+
+  Checkpoint sck = ck;  // the scaled model
+  for (const auto& [name, w] : final_weights) {
+    Tensor t = Tensor::empty(DType::F32, ck.tensor(name).shape());
+    std::copy(w.begin(), w.end(), t.data_mut<float>());
+    sck.tensors[name] = t;
+  }
+  for (int64_t l = 0; l < c.num_layers; ++l) {
+    const RopeScales& s = scales[size_t(l)];
+    ASSERT_EQ(s.pre.size(), size_t(kv_dim));
+    ASSERT_EQ(s.post.size(), size_t(kv_dim));
+    int moved_pre = 0, moved_post = 0;
+    for (int64_t i = 0; i < kv_dim; ++i) {
+      EXPECT_EQ(s.pre[size_t(i)], s.pre[size_t((i % d < half) ? i + half : i - half)]) << "pair of channel " << i;
+      moved_pre += s.pre[size_t(i)] != 1.0f;
+      moved_post += s.post[size_t(i)] != 1.0f;
+      if (s.post[size_t(i)] != 1.0f) {
+        EXPECT_EQ(s.pre[size_t(i)], 1.0f) << "a post-scaled channel keeps pre = 1";
+      }
+    }
+    EXPECT_GE(moved_pre, kv_dim / 2);  // all but the post-scaled pair of each head, unless a max is exactly 1
+    EXPECT_GT(moved_post, 0);
+    // The k_proj rows the pass quantizes are the original rows times the pair's scale.
+    const std::string kn = names::layer(l, "self_attn.k_proj.weight");
+    const Tensor k0 = convert(ck.tensor(kn), DType::F32);
+    for (int64_t r = 0; r < kv_dim; ++r)
+      for (int64_t j = 0; j < c.hidden_size; ++j)
+        ASSERT_NEAR(final_weights.at(kn)[size_t(r * c.hidden_size + j)],
+                    k0.data<float>()[r * c.hidden_size + j] * s.pre[size_t(r)],
+                    1e-6 * std::fabs(k0.data<float>()[r * c.hidden_size + j] * s.pre[size_t(r)]))
+            << kn << " row " << r;
+    // The biases as the checkpoint would carry them (quantize_model merges them the same way).
+    std::vector<float> qb(static_cast<size_t>(c.num_heads * d)), kb(static_cast<size_t>(kv_dim));
+    const Tensor qb0 = convert(ck.tensor(names::layer(l, "self_attn.q_proj.bias")), DType::F32);
+    const Tensor kb0 = convert(ck.tensor(names::layer(l, "self_attn.k_proj.bias")), DType::F32);
+    std::copy_n(qb0.data<float>(), qb.size(), qb.data());
+    std::copy_n(kb0.data<float>(), kb.size(), kb.data());
+    merge_pre_rope_scale(qb.data(), kb.data(), 1, s.pre, c.num_heads, c.num_kv_heads, d);
+    for (auto& [leaf, v] : {std::pair<const char*, std::vector<float>*>{"self_attn.q_proj.bias", &qb},
+                            {"self_attn.k_proj.bias", &kb}}) {
+      Tensor t = Tensor::empty(DType::F32, {int64_t(v->size())});
+      std::copy(v->begin(), v->end(), t.data_mut<float>());
+      sck.tensors[names::layer(l, leaf)] = t;
+    }
+    Tensor post = Tensor::empty(DType::F32, {kv_dim});
+    std::copy(s.post.begin(), s.post.end(), post.data_mut<float>());
+    sck.tensors[k_post_rope_scale_name(l)] = post;
+  }
+
+  // Nothing rounded: the scaled model is the original one.
+  {
+    CpuEngine scaled(sck, 1, L), original(ck, 1, L);
+    const auto [max_diff, max_logit] = max_logit_difference(scaled, original, windows);
+    // F32 rounding of W s, q / s, k * s (an ulp or two each, ~1e-7 relative) through two blocks:
+    // ~1e-6 of the logits' scale; a scale applied on one side only (or a bias left unscaled)
+    // changes the scores, hence the logits, by tens of percent.
+    EXPECT_LT(max_diff, 1e-5 * max_logit) << "the RoPE-aware scaling changed the function";
+  }
+  // Rounding on: the pass's statistics are the plain forward's.
+  Hessians plain;
+  CpuEngine engine(sck, 1, L, [&](const std::string& name, const Tensor& w, const Tensor& b) {
+    return std::unique_ptr<cpu::LinearLayer>(new RecordingLinear(make_dense_linear(name, w, b), name, &plain));
+  });
+  engine.set_kv_cache_format(*cm.kv_cache);
+  engine.set_query_format(*cm.query);
+  for (const auto& w : windows) {
+    engine.reset(0);
+    Batch b;
+    b.add_sequence(0, 0, w, Batch::Logits::All);
+    (void)engine.forward(b);
+  }
+  expect_hessians_match(calibrated, plain);
+}
+
+// quantize_model with "rope_scale": per-channel INT8 RTN absorbs a row scale exactly (the codes
+// are the same, the row's scale is multiplied), so the checkpoint with the transform, biases
+// merged and the post-RoPE tensors stored, runs (nothing rounded) to the logits of the
+// checkpoint without it. With "kv_cache" and "query" recorded, the checkpoint read back runs
+// (create_engine: the ppl path) bit-equal to a hand-built engine with those formats, and the
+// query rounding is really applied.
+TEST(QuantCalibration, RopeScaledRecipeWritesItsTensorsAndRunsAsCalibrated) {
+  test::TinyOptions to;
+  to.layers = 2;
+  to.bias = true;
+  Checkpoint ck = test::tiny_checkpoint(to);
+  ck.config.architecture = "qwen2";  // q/k/v biases: what a checkpoint's config.json can say
+  const ModelConfig& c = ck.config;
+  const int64_t L = 16, kv_dim = c.num_kv_heads * c.head_dim;
+  QuantizeModelOptions o;
+  o.windows = windows_for(c, 4, L, 6);
+  o.rope_inv_freq = rope_frequencies(c, L).inv_freq;
+  o.calibration_info = {{"samples", 4}};
+  auto recipe = [](const std::string& transforms, const std::string& extra) {
+    return Recipe::parse(str(R"({"name": "t", "transforms": [)", transforms,
+                             R"(], "linear": {"algorithm": "rtn", "weights": "int8:channel"})", extra, "}"),
+                         "t.json");
+  };
+  const QuantizedModel plain = quantize_model(ck, recipe("", ""), o);
+  const QuantizedModel scaled = quantize_model(ck, recipe(R"("rope_scale")", ""), o);
+  const nlohmann::json& log = scaled.quantization.calibration.at("rope_scale");
+  EXPECT_EQ(log.at("top_k"), 3);
+  ASSERT_EQ(log.at("layers").size(), size_t(c.num_layers));
+  for (int64_t l = 0; l < c.num_layers; ++l) {
+    ASSERT_TRUE(scaled.dense.count(k_post_rope_scale_name(l))) << l;
+    EXPECT_EQ(scaled.dense.at(k_post_rope_scale_name(l)).numel(), kv_dim);
+    EXPECT_FALSE(plain.dense.count(k_post_rope_scale_name(l)));
+    const std::string kb = names::layer(l, "self_attn.k_proj.bias");
+    EXPECT_FALSE(std::equal(plain.dense.at(kb).data<float>(), plain.dense.at(kb).data<float>() + kv_dim,
+                            scaled.dense.at(kb).data<float>()))
+        << "the pre-RoPE scale must reach the k bias";
+  }
+  const std::string dir = (std::filesystem::temp_directory_path() / "qf_test_rope_scaled_model").string();
+  const std::string dir0 = dir + "-plain";
+  std::filesystem::remove_all(dir);
+  std::filesystem::remove_all(dir0);
+  write_quantized_checkpoint(dir, scaled, {});
+  write_quantized_checkpoint(dir0, plain, {});
+  Batch b;
+  b.add_sequence(0, 0, o.windows[1], Batch::Logits::All);
+  {
+    const Tensor y = checkpoint_logits(read_quantized_checkpoint(dir), dir, L, b);
+    const Tensor y0 = checkpoint_logits(read_quantized_checkpoint(dir0), dir0, L, b);
+    double max_diff = 0, max_logit = 0;
+    for (int64_t i = 0; i < y.numel(); ++i) {
+      max_diff = std::max(max_diff, double(std::fabs(y.data<float>()[i] - y0.data<float>()[i])));
+      max_logit = std::max(max_logit, double(std::fabs(y0.data<float>()[i])));
+    }
+    // F32 rounding of the scaled rows may flip a code at a rounding tie (rare; one code step
+    // is 1/127 of a row's max, ~1e-4 of the logits); an unscaled bias or a missing post scale
+    // moves them by tens of percent.
+    EXPECT_LT(max_diff, 1e-3 * max_logit);
+  }
+
+  const QuantizedModel q = quantize_model(
+      ck, recipe(R"("rope_scale")", R"(, "kv_cache": "int4:token:scale=f16", "query": "fp8_e4m3:token")"), o);
+  ASSERT_TRUE(q.quantization.query);
+  QuantizedWriteOptions wo;
+  wo.overwrite = true;
+  write_quantized_checkpoint(dir, q, {}, wo);
+  const QuantizedModel back = read_quantized_checkpoint(dir);
+  EXPECT_EQ(back.quantization.to_json(), q.quantization.to_json());
+  EXPECT_EQ(back.quantization.query->str(), "fp8_e4m3:token");
+  EXPECT_EQ(back.quantization.kv_cache->str(), "int4:token:scale=f16");
+  const Tensor logits = checkpoint_logits(back, dir, L, b);
+  Checkpoint hand = dequantized_checkpoint(q, dir);
+  ASSERT_TRUE(hand.has(k_post_rope_scale_name(0)));
+  CpuEngine ref(hand, 1, L), no_query(hand, 1, L);
+  ref.set_kv_cache_format(Format::parse("int4:token:scale=f16"));
+  ref.set_query_format(Format::parse("fp8_e4m3:token"));
+  no_query.set_kv_cache_format(Format::parse("int4:token:scale=f16"));
+  expect_same_finite_logits(logits, ref.forward(b));
+  const Tensor unrounded_q = no_query.forward(b);
+  double diff = 0;
+  for (int64_t i = 0; i < logits.numel(); ++i)
+    diff = std::max(diff, double(std::fabs(logits.data<float>()[i] - unrounded_q.data<float>()[i])));
+  EXPECT_GT(diff, 1e-5) << "the checkpoint's query format must be applied";
+  std::filesystem::remove_all(dir);
+  std::filesystem::remove_all(dir0);
 }
 
 }  // namespace

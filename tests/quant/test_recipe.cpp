@@ -154,5 +154,75 @@ TEST(QuantRecipe, SmoothTransformParsesNormalisesAndCalibrates) {
             std::string::npos);
 }
 
+TEST(QuantRecipe, RopeScaleTransformAndQueryFormat) {
+  auto parse = [](const std::string& transforms, const std::string& extra = "") {
+    return Recipe::parse(str(R"({"name": "r", "transforms": [)", transforms,
+                             R"(], "linear": {"weights": "int4:g128"})", extra, "}"),
+                         "r.json");
+  };
+  const Recipe both = parse(R"("rope_scale")", R"(, "kv_cache": "int4:token:scale=f16", "query": "fp8_e4m3:token")");
+  ASSERT_TRUE(both.rope_scaling());
+  EXPECT_TRUE(both.rope_scaling()->pre && both.rope_scaling()->post);
+  EXPECT_EQ(both.rope_scaling()->alpha, 1.0f);  // FireQ's defaults
+  EXPECT_EQ(both.rope_scaling()->beta, 1.0f);
+  EXPECT_EQ(both.rope_scaling()->top_k, 3);
+  EXPECT_TRUE(both.needs_calibration());  // RTN, but the scales come from the keys
+  EXPECT_FALSE(both.smoothing());
+  ASSERT_TRUE(both.query);
+  EXPECT_EQ(both.query->str(), "fp8_e4m3:token");
+  EXPECT_EQ(both.kv_cache->str(), "int4:token:scale=f16");
+  const nlohmann::json j = both.to_json();
+  EXPECT_EQ(j["query"], "fp8_e4m3:token");
+  EXPECT_TRUE(Recipe::parse(j.dump(), "normalised") == both);
+  EXPECT_FALSE(Recipe::parse(j.dump(), "normalised") == parse(R"("rope_scale")"));  // query compared
+  EXPECT_TRUE(parse(R"("rope_scale")").to_json()["query"].is_null());
+  const Recipe pre = parse(R"("smooth", "rope_scale:pre")");
+  EXPECT_TRUE(pre.rope_scaling()->pre && !pre.rope_scaling()->post);
+  EXPECT_TRUE(pre.smoothing());
+  const Recipe post = parse(R"("rope_scale:post")");
+  EXPECT_TRUE(!post.rope_scaling()->pre && post.rope_scaling()->post);
+  EXPECT_EQ(post.transforms, std::vector<std::string>{"rope_scale:post"});
+  EXPECT_TRUE(Recipe::parse(post.to_json().dump(), "normalised") == post);
+  EXPECT_FALSE(parse(R"("smooth")").rope_scaling());
+  for (const char* bad : {"rope_scale:", "rope_scale:both", "rope_scale:0.5", "rope_scaling", "rope_scale:PRE"})
+    EXPECT_NE(error_of(str(R"({"name": "x", "transforms": [")", bad, R"("], "linear": {"weights": "int4:g128"}})"))
+                  .find("\"rope_scale:pre\""),
+              std::string::npos)
+        << bad;
+  EXPECT_NE(error_of(R"({"name": "x", "transforms": ["rope_scale", "rope_scale:pre"], "linear": {"weights": "int4:g128"}})")
+                .find("listed twice"),
+            std::string::npos);
+  EXPECT_NE(error_of(R"({"name": "x", "linear": {"weights": "int4:g128"}, "query": "fp8_e4m3:tensor"})")
+                .find("query fp8_e4m3:tensor: each query row"),
+            std::string::npos);
+  EXPECT_NE(error_of(R"({"name": "x", "linear": {"weights": "int4:g128"}, "query": "fp8_e4m3:tokn"})").find("query"),
+            std::string::npos);
+}
+
+// The FireQ family: fireq-w4a8 covers attention (INT4 KV, FP8 Q, both scalings); the linear-only
+// recipe of issue 6 is fireq-w4a8-linear; the ablations differ from the full recipe in one thing.
+TEST(QuantRecipe, FireqAttentionRecipes) {
+  const Recipe full = load_recipe("fireq-w4a8"), linear = load_recipe("fireq-w4a8-linear");
+  EXPECT_EQ(full.transforms, (std::vector<std::string>{"smooth", "rope_scale"}));
+  EXPECT_EQ(full.kv_cache->str(), "int4:token:scale=f16");
+  EXPECT_EQ(full.query->str(), "fp8_e4m3:token");
+  EXPECT_TRUE(linear.linears == full.linears);
+  EXPECT_EQ(linear.transforms, std::vector<std::string>{"smooth"});
+  EXPECT_FALSE(linear.kv_cache || linear.query);
+  auto same_but = [&](const char* name, std::vector<std::string> transforms, const char* kv) {
+    SCOPED_TRACE(name);
+    const Recipe r = load_recipe(name);
+    EXPECT_TRUE(r.linears == full.linears);
+    EXPECT_EQ(r.transforms, transforms);
+    EXPECT_EQ(r.kv_cache->str(), kv);
+    EXPECT_EQ(r.query, full.query);
+  };
+  same_but("fireq-w4a8-no-rope-scale", {"smooth"}, "int4:token:scale=f16");
+  same_but("fireq-w4a8-pre-rope", {"smooth", "rope_scale:pre"}, "int4:token:scale=f16");
+  same_but("fireq-w4a8-post-rope", {"smooth", "rope_scale:post"}, "int4:token:scale=f16");
+  same_but("fireq-w4a8-kv-fp8", {"smooth", "rope_scale"}, "fp8_e4m3:token:scale=f16");
+  same_but("fireq-w4a8-kv-bf16", {"smooth", "rope_scale"}, "bf16");
+}
+
 }  // namespace
 }  // namespace qf

@@ -6,6 +6,7 @@
 #include <cmath>
 
 #include "core/error.h"
+#include "io/quantized_checkpoint.h"
 #include "runtime/cpu_engine.h"
 #include "runtime/tiny_model.h"
 
@@ -225,6 +226,72 @@ TEST(CpuEngine, KvCacheFormatRoundsCachedVectors) {
   const Tensor rest = run_all(f16_steps, 0, std::vector<int32_t>(t.begin() + 10, t.end()));
   for (int64_t i = 0; i < rest.dim(0); ++i) ASSERT_EQ(row(rest, i), row(b, 10 + i));
   EXPECT_THROW(exact.set_kv_cache_format(Format::parse("int8:tensor")), Error);
+}
+
+TEST(CpuEngine, QueryFormatRoundsQueries) {
+  const auto ck = tiny_checkpoint({});
+  const auto t = random_tokens(24, 61, 12);
+  CpuEngine exact(ck, 1, 32), fp8(ck, 1, 32), fp8_steps(ck, 1, 32);
+  fp8.set_query_format(Format::parse("fp8_e4m3:token"));
+  fp8_steps.set_query_format(Format::parse("fp8_e4m3:token"));
+  const Tensor a = run_all(exact, 0, t), b = run_all(fp8, 0, t);
+  double max_diff = 0;
+  for (int64_t i = 0; i < a.numel(); ++i)
+    max_diff = std::max(max_diff, double(std::abs(a.data<float>()[i] - b.data<float>()[i])));
+  // E4M3 keeps 4 significant bits: queries move by up to 2^-4 relative, logits by ~1e-2.
+  EXPECT_GT(max_diff, 1e-5) << "the queries must actually be rounded";
+  EXPECT_LT(max_diff, 0.5);
+  // Each (token, head) row is rounded alone: decoding token by token gives the same logits.
+  run_all(fp8_steps, 0, std::vector<int32_t>(t.begin(), t.begin() + 10));
+  const Tensor rest = run_all(fp8_steps, 0, std::vector<int32_t>(t.begin() + 10, t.end()));
+  for (int64_t i = 0; i < rest.dim(0); ++i) ASSERT_EQ(row(rest, i), row(b, 10 + i));
+  EXPECT_THROW(exact.set_query_format(Format::parse("int8:tensor")), Error);
+  EXPECT_THROW(exact.set_query_format(Format::parse("int8:g5")), Error);  // 5 does not divide head_dim 8
+}
+
+// A checkpoint carrying k_post_rope_scale tensors (FireQ's post-RoPE scale): keys * s, queries
+// / s after RoPE keep every score, so the unrounded model is unchanged; with an INT4 KV cache
+// the scale changes what is rounded, so the logits differ (the engine really applies it).
+TEST(CpuEngine, PostRopeScaleKeepsTheFunctionAndChangesTheRounding) {
+  TinyOptions o;
+  o.bias = true;
+  const auto ck = tiny_checkpoint(o);
+  const auto t = random_tokens(24, 61, 13);
+  const int64_t kv_dim = ck.config.num_kv_heads * ck.config.head_dim;
+  Checkpoint scaled = ck;
+  std::mt19937 rng(5);
+  std::normal_distribution<float> nd(0.0f, 1.0f);
+  for (int64_t l = 0; l < ck.config.num_layers; ++l) {
+    Tensor s = Tensor::empty(DType::F32, {kv_dim});
+    for (int64_t i = 0; i < kv_dim; ++i) s.data_mut<float>()[i] = std::exp(1.5f * nd(rng));  // ~e^{+-3}
+    scaled.tensors[k_post_rope_scale_name(l)] = s;
+  }
+  CpuEngine plain(ck, 1, 32), with(scaled, 1, 32);
+  const Tensor a = run_all(plain, 0, t), b = run_all(with, 0, t);
+  double max_diff = 0, max_logit = 0;
+  for (int64_t i = 0; i < a.numel(); ++i) {
+    max_diff = std::max(max_diff, double(std::abs(a.data<float>()[i] - b.data<float>()[i])));
+    max_logit = std::max(max_logit, double(std::abs(a.data<float>()[i])));
+  }
+  // F32 rounding of k * s and q / s (an ulp each) through two blocks: ~1e-6 of the logits;
+  // a scale applied to one side only moves them by tens of percent.
+  EXPECT_LT(max_diff, 1e-5 * max_logit);
+  CpuEngine plain4(ck, 1, 32), with4(scaled, 1, 32);
+  plain4.set_kv_cache_format(Format::parse("int4:token:scale=f16"));
+  with4.set_kv_cache_format(Format::parse("int4:token:scale=f16"));
+  const Tensor c = run_all(plain4, 0, t), d = run_all(with4, 0, t);
+  double diff4 = 0;
+  for (int64_t i = 0; i < c.numel(); ++i) diff4 = std::max(diff4, double(std::abs(c.data<float>()[i] - d.data<float>()[i])));
+  EXPECT_GT(diff4, 1e-3) << "the post-RoPE scale must change what the INT4 cache rounds";
+  Checkpoint bad = scaled;
+  bad.tensors[k_post_rope_scale_name(1)] = Tensor::empty(DType::F32, {kv_dim - 1});
+  EXPECT_THROW({ CpuEngine e(bad, 1, 32); }, Error);
+  bad = scaled;
+  Tensor z = Tensor::empty(DType::F32, {kv_dim});
+  std::fill(z.data_mut<float>(), z.data_mut<float>() + kv_dim, 1.0f);
+  z.data_mut<float>()[2] = 0.0f;
+  bad.tensors[k_post_rope_scale_name(0)] = z;
+  EXPECT_THROW({ CpuEngine e(bad, 1, 32); }, Error);
 }
 
 }  // namespace

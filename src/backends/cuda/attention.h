@@ -13,7 +13,11 @@
 //   loads each K/V row of its split once for all query heads of its KV head (GQA), then a
 //   combine kernel merges the splits. The grid depends only on (batch, heads, splits), never on
 //   the lengths (read on the device), so a decode step can be captured in a CUDA graph.
-//   (attention_decode.cu)
+//   Quantized caches (kv_element.h) are read as they are stored: FP8 rows by the same CUDA-core
+//   kernel, INT4 rows by a tensor-core variant (the dot products would make the CUDA cores the
+//   bottleneck at a quarter of the bytes). (attention_decode.cu)
+// prefill_attention reads BF16 caches only: the engine stages a quantized cache's blocks into
+// BF16 first (kv_cache_dequantize_blocks).
 //
 // Queries: row r of the query matrix holds head h at q[r * q_row_stride + h * head_dim ..]; the
 // output is laid out the same way with out_row_stride. Strides are in elements, so queries can
@@ -86,10 +90,11 @@ struct DecodeAttentionArgs {
 // The most splits one sequence's keys are cut into (bounds the combine kernel's work).
 inline constexpr int kDecodeMaxSplits = 128;
 
-// Splits per sequence so that num_seqs x KV heads x splits CTAs give every SM about two,
-// but no split is shorter than 128 keys at max_seq_len (longer splits amortise the combine).
-int decode_attention_num_splits(int num_seqs, const AttentionShape& shape, int max_seq_len,
-                                int sm_count);
+// Splits per sequence so that num_seqs x KV heads x splits CTAs give every SM about two (the
+// INT4 kernel: four, its resident count), but no split is shorter than 128 keys at max_seq_len
+// (longer splits amortise the combine).
+int decode_attention_num_splits(int num_seqs, const AttentionShape& shape, int max_seq_len, int sm_count,
+                                KvElement element = KvElement::bf16);
 size_t decode_attention_workspace_bytes(int num_seqs, const AttentionShape& shape, int num_splits);
 
 void decode_attention(const DecodeAttentionArgs& args, cudaStream_t stream);

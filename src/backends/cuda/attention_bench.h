@@ -8,6 +8,11 @@
 // among enough copies (like the layers of a model) that together they exceed 4x the L2, so a
 // decode launch never finds its K/V in L2 from the previous one.
 //
+// FP8 prefill (attention_fp8.h): every prefill case also runs the FP8 kernel with
+// both pipelines (rows "prefill-fp8-2st", "prefill-fp8-3st") on random E4M3 codes and scales in
+// its staged layout, with its speedup over the BF16 prefill row of the same case; its FLOP floor
+// is at twice the BF16 rate (H100 FP8 tensor cores).
+//
 // FLOPs of causal prefill: per sequence and query head, 4 * head_dim * (number of (query, key)
 // pairs a query sees), the pairs being T * past + T (T + 1) / 2 for T new tokens after `past`
 // cached ones (QK^T and PV, 2 FLOPs per multiply-add each). Bytes of decode: K and V of every
@@ -41,9 +46,14 @@ struct DecodeBenchCase {
 
 struct AttentionBenchOptions {
   std::vector<std::string> models = {"llama2-7b", "llama3-8b", "smollm2-135m"};
-  std::vector<PrefillBenchCase> prefill = {{1, 512, 0}, {1, 2048, 0}, {4, 2048, 0}, {1, 8192, 0}, {1, 512, 3584}};
+  std::vector<PrefillBenchCase> prefill = {{1, 512, 0},  {1, 2048, 0},  {4, 2048, 0},
+                                           {1, 4096, 0}, {1, 8192, 0},  {1, 16384, 0}, {1, 512, 3584}};
+  bool fp8 = true;  // also the FP8 prefill kernel, both pipelines
   std::vector<DecodeBenchCase> decode = {{1, 1024}, {1, 4096}, {1, 16384}, {8, 1024},
-                                         {32, 1024}, {128, 1024}, {8, 4096}};
+                                         {32, 1024}, {128, 1024}, {8, 4096}, {32, 8192}};
+  // Every decode case also runs over these quantized caches (kv_element.h; rows "decode-int4",
+  // "decode-fp8", each with its speedup over the BF16 row of the same case).
+  bool decode_quantized = true;
   double target_ms = 50.0;  // GPU time per case (sets the repetitions) ...
   int min_reps = 10;        // ... within these bounds
   int max_reps = 200;
@@ -54,7 +64,7 @@ struct AttentionBenchOptions {
 };
 
 struct AttentionBenchRow {
-  std::string kind;  // "prefill" or "decode"
+  std::string kind;  // "prefill", "prefill-fp8-2st", "prefill-fp8-3st", "decode", "decode-int4" or "decode-fp8"
   std::string model;
   int heads = 0, kv_heads = 0, head_dim = 0;
   int batch = 0, q_tokens = 0, past = 0, kv_tokens = 0;  // per sequence; decode: q_tokens 1
@@ -64,6 +74,7 @@ struct AttentionBenchRow {
   int reps = 0;
   double flops = 0, bytes = 0;
   double flop_floor_us = 0, byte_floor_us = 0;
+  double vs_bf16 = 0;  // FP8 prefill / quantized decode rows: BF16 time / this time on the same case (0: none)
 
   double tflops() const { return flops / (median_us * 1e6); }
   double gb_s() const { return bytes / (median_us * 1e3); }

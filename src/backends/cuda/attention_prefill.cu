@@ -299,8 +299,8 @@ void launch_prefill(const PrefillAttentionArgs& args, cudaStream_t stream) {
                              args.out_row_stride,
                              args.q_start,
                              args.kv_past,
-                             args.cache.k,
-                             args.cache.v,
+                             static_cast<const bf16*>(args.cache.k),
+                             static_cast<const bf16*>(args.cache.v),
                              args.block_table,
                              args.max_blocks_per_seq,
                              args.shape.num_kv_heads,
@@ -325,10 +325,15 @@ void check_attention_shape(const AttentionShape& s, const KvLayerView& cache, co
            ": KV cache holds ", cache.num_kv_heads, " heads of ", cache.head_dim,
            " dims, attention expects ", s.num_kv_heads, " of ", s.head_dim);
   QF_CHECK(aligned16(cache.k) && aligned16(cache.v), who, ": KV pools must be 16-byte aligned");
+  QF_CHECK(cache.element == KvElement::bf16 || (cache.k_scale && cache.v_scale && aligned16(cache.k_scale) &&
+                                                aligned16(cache.v_scale)),
+           who, ": a ", kv_element_name(cache.element), " cache needs 16-byte aligned scale pools");
 }
 
 void prefill_attention(const PrefillAttentionArgs& args, cudaStream_t stream) {
   check_attention_shape(args.shape, args.cache, "prefill_attention");
+  QF_CHECK(args.cache.element == KvElement::bf16, "prefill_attention: reads a BF16 cache; stage a ",
+           kv_element_name(args.cache.element), " one through kv_cache_dequantize_blocks first");
   QF_CHECK(args.num_seqs > 0 && args.num_seqs <= 65535, "prefill_attention: num_seqs ",
            args.num_seqs, " outside [1, 65535]");
   QF_CHECK(args.max_q_len >= 0, "prefill_attention: negative max_q_len");

@@ -19,10 +19,13 @@
 #pragma once
 
 #include <cuda_bf16.h>
+#include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
 #include <cstdint>
 #include <vector>
+
+#include "backends/cuda/kv_element.h"
 
 namespace qf::cuda {
 
@@ -31,28 +34,80 @@ namespace qf::cuda {
 // chunk (32 keys) are whole multiples, so a tile gathers whole blocks.
 inline constexpr int kKvBlockTokens = 16;
 
-// Device pointers to one layer's pools (see the layout above).
+// Row kinds (bf16, int4, fp8_e4m3) and their bytes: kv_element.h. The quantized kinds keep one
+// F16 scale per row in a parallel scale pool with the same [block][kv_head][slot] order.
+
+// Device pointers to one layer's pools (see the layout above). k and v point at the element
+// pools (bf16 rows, or codes); k_scale and v_scale at the scale pools of the quantized kinds.
 struct KvLayerView {
-  __nv_bfloat16* k = nullptr;
-  __nv_bfloat16* v = nullptr;
+  void* k = nullptr;
+  void* v = nullptr;
   int64_t num_blocks = 0;
   int num_kv_heads = 0;
   int head_dim = 0;
+  KvElement element = KvElement::bf16;
+  __half* k_scale = nullptr;
+  __half* v_scale = nullptr;
 };
 
+// Rows (slots x KV heads) in one pool of one layer.
+inline int64_t kv_pool_rows(int64_t num_blocks, int num_kv_heads) {
+  return num_blocks * num_kv_heads * kKvBlockTokens;
+}
 // Elements in one pool of one layer.
 inline int64_t kv_pool_elements(int64_t num_blocks, int num_kv_heads, int head_dim) {
-  return num_blocks * num_kv_heads * kKvBlockTokens * head_dim;
+  return kv_pool_rows(num_blocks, num_kv_heads) * head_dim;
+}
+// Bytes of one layer's K (or V) pools: elements plus, for the quantized kinds, the scales.
+inline int64_t kv_pool_bytes(KvElement e, int64_t num_blocks, int num_kv_heads, int head_dim) {
+  return kv_pool_rows(num_blocks, num_kv_heads) * kv_row_bytes_with_scale(e, head_dim);
 }
 
 // Writes num_tokens new rows into the cache: for token i, head h, the K row
 // k[i * k_row_stride + h * head_dim + 0 .. head_dim) goes to slot slots[i] of head h (same for V).
 // Strides are in elements, so K and V can sit inside a fused QKV projection output. A slot id
 // of -1 skips the token (padding rows of a batch). Requires head_dim % 8 == 0 and 16-byte
-// aligned rows (checked).
+// aligned rows (checked). BF16 caches only (the quantized kinds are written by rope_kv_append).
 void kv_cache_append(const __nv_bfloat16* k, int64_t k_row_stride, const __nv_bfloat16* v,
                      int64_t v_row_stride, const int32_t* slots, int num_tokens,
                      const KvLayerView& layer, cudaStream_t stream);
+
+// Dequantizes whole blocks of a quantized layer into a BF16 layer of the same shape: block
+// src_blocks[i] of `from` becomes block dst_blocks[i] of `to` (device arrays of `count` ids). The
+// prefill attention kernel reads BF16; the engine stages the blocks of a prefill's sequences
+// through this into a scratch pool. Exact: every code times its F16 scale is a product of an
+// at most 4-bit (int4) or 4-bit-significand (E4M3) number and an 11-bit one, rounded once to BF16
+// (the value the BF16 path would see for the same cached number).
+void kv_cache_dequantize_blocks(const KvLayerView& from, const int32_t* src_blocks, const int32_t* dst_blocks,
+                                int count, const KvLayerView& to, cudaStream_t stream);
+
+// Stages the cached K/V of a batch of sequences for the FP8 prefill kernel (attention_fp8.h),
+// from a quantized layer (int4 or fp8_e4m3): sequence s's keys 0 .. kv_len[s] - 1 (block table
+// row table_rows[s], or s when table_rows is null; rows of max_blocks_per_seq) become, for every
+// KV head h,
+//   k8[h][kv_start[s] + p][d]   the E4M3 code of the cached value's code (an INT4 code q in
+//                               [-8, 7] is exact in E4M3; an FP8 code is copied)
+//   vt8[h][d][kv_start[s] + p]  the same for V, transposed (keys contiguous)
+//   k_scale / v_scale[h][kv_start[s] + p]   the row's F16 scale as F32
+// so value = e4m3(code) x scale, exactly the cached value. kv_rows is the row capacity (a
+// multiple of 128, as are the kv_start). max_kv_len (host) sizes the grid.
+struct Fp8StagedKv {
+  uint8_t* k8 = nullptr;
+  uint8_t* vt8 = nullptr;
+  float* k_scale = nullptr;
+  float* v_scale = nullptr;
+  int64_t kv_rows = 0;
+};
+void kv_cache_stage_fp8(const KvLayerView& layer, const int32_t* block_table, int max_blocks_per_seq,
+                        const int32_t* table_rows, const int32_t* kv_start, const int32_t* kv_len, int num_seqs,
+                        int max_kv_len, const Fp8StagedKv& out, cudaStream_t stream);
+
+// Queries for the FP8 prefill kernel: each (row, head) vector of head_dim BF16 values of q
+// (row stride q_row_stride elements) becomes E4M3 codes q8[row][head * head_dim + d] with
+// q_scale[row][head] = absmax / 448 (FP8 per token and head, "fp8_e4m3:token"; an all-zero
+// vector gets scale 1 and zero codes, a scale the kernel accepts).
+void quantize_queries_fp8(const __nv_bfloat16* q, int64_t q_row_stride, int rows, int num_heads, int head_dim,
+                          uint8_t* q8, float* q_scale, cudaStream_t stream);
 
 // Host-side book-keeping: a free list of physical blocks and, per sequence slot, the list of
 // blocks holding its tokens. It never touches device memory; the runtime uploads the tables it

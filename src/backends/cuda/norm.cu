@@ -107,59 +107,50 @@ __global__ void rmsnorm_kernel(const bf16* x, Residual* __restrict__ residual,
   }
 }
 
-template <typename Residual>
+// Checks and launches rmsnorm_kernel: BF16 output y, or with kFp8 per-token FP8 codes yq and
+// scales ys instead.
+template <typename Residual, bool kFp8 = false>
 void launch(const bf16* x, Residual* residual, int64_t rows, int64_t dim, const float* weight, float eps,
-            bf16* y, cudaStream_t stream, const char* who) {
+            bf16* y, uint8_t* yq, float* ys, cudaStream_t stream, const char* who) {
   QF_CHECK(rows >= 0, who, ": negative row count ", rows);
   if (rows == 0) return;
   QF_CHECK(dim > 0 && dim % 8 == 0 && dim <= kMaxDim, who, ": dim ", dim,
            " must be a positive multiple of 8 and at most ", kMaxDim);
   QF_CHECK(rows <= 0x7fffffff, who, ": ", rows, " rows exceed one launch");
-  QF_CHECK(x && y && weight && aligned16(x) && aligned16(y) && aligned16(weight) &&
-               (residual == nullptr || aligned16(residual)),
+  const bool out_ok = kFp8 ? yq && ys && aligned16(yq) : y && aligned16(y);
+  QF_CHECK(x && weight && out_ok && aligned16(x) && aligned16(weight) && (residual == nullptr || aligned16(residual)),
            who, ": pointers must be non-null and 16-byte aligned");
   const int vecs = static_cast<int>(dim / 8);
   const int per_thread = (vecs + kVecsPerThread - 1) / kVecsPerThread;
   const int threads = (per_thread + 31) / 32 * 32;
-  launch_pdl(rmsnorm_kernel<Residual>, dim3(static_cast<unsigned>(rows)), dim3(threads), 0, stream, x, residual,
-             weight, eps, y, static_cast<int>(dim), static_cast<uint8_t*>(nullptr), static_cast<float*>(nullptr));
+  launch_pdl(rmsnorm_kernel<Residual, kFp8>, dim3(static_cast<unsigned>(rows)), dim3(threads), 0, stream, x, residual,
+             weight, eps, y, static_cast<int>(dim), yq, ys);
 }
 
 }  // namespace
 
 void add_rmsnorm_fp8(float* residual, const bf16* delta, int64_t rows, int64_t dim, const float* weight, float eps,
                      __nv_fp8_e4m3* yq, float* ys, cudaStream_t stream) {
-  const char* who = "add_rmsnorm_fp8";
-  QF_CHECK(residual != nullptr && yq != nullptr && ys != nullptr, who, ": null residual or output");
-  QF_CHECK(rows >= 0, who, ": negative row count ", rows);
-  if (rows == 0) return;
-  QF_CHECK(dim > 0 && dim % 8 == 0 && dim <= kMaxDim, who, ": dim ", dim, " must be a positive multiple of 8 and at most ",
-           kMaxDim);
-  QF_CHECK(rows <= 0x7fffffff, who, ": ", rows, " rows exceed one launch");
-  QF_CHECK(delta && weight && aligned16(delta) && aligned16(weight) && aligned16(residual) && aligned16(yq), who,
-           ": pointers must be non-null and 16-byte aligned");
-  const int vecs = static_cast<int>(dim / 8);
-  const int per_thread = (vecs + kVecsPerThread - 1) / kVecsPerThread;
-  const int threads = (per_thread + 31) / 32 * 32;
-  launch_pdl(rmsnorm_kernel<float, true>, dim3(static_cast<unsigned>(rows)), dim3(threads), 0, stream, delta, residual,
-             weight, eps, static_cast<bf16*>(nullptr), static_cast<int>(dim), reinterpret_cast<uint8_t*>(yq), ys);
+  QF_CHECK(residual != nullptr, "add_rmsnorm_fp8: no residual");
+  launch<float, true>(delta, residual, rows, dim, weight, eps, nullptr, reinterpret_cast<uint8_t*>(yq), ys, stream,
+                      "add_rmsnorm_fp8");
 }
 
 void rmsnorm(const bf16* x, int64_t rows, int64_t dim, const float* weight, float eps, bf16* y,
              cudaStream_t stream) {
-  launch<void>(x, nullptr, rows, dim, weight, eps, y, stream, "rmsnorm");
+  launch<void>(x, nullptr, rows, dim, weight, eps, y, nullptr, nullptr, stream, "rmsnorm");
 }
 
 void add_rmsnorm(bf16* residual, const bf16* delta, int64_t rows, int64_t dim, const float* weight,
                  float eps, bf16* y, cudaStream_t stream) {
   QF_CHECK(residual != nullptr, "add_rmsnorm: no residual");
-  launch<bf16>(delta, residual, rows, dim, weight, eps, y, stream, "add_rmsnorm");
+  launch<bf16>(delta, residual, rows, dim, weight, eps, y, nullptr, nullptr, stream, "add_rmsnorm");
 }
 
 void add_rmsnorm(float* residual, const bf16* delta, int64_t rows, int64_t dim, const float* weight,
                  float eps, bf16* y, cudaStream_t stream) {
   QF_CHECK(residual != nullptr, "add_rmsnorm: no residual");
-  launch<float>(delta, residual, rows, dim, weight, eps, y, stream, "add_rmsnorm");
+  launch<float>(delta, residual, rows, dim, weight, eps, y, nullptr, nullptr, stream, "add_rmsnorm");
 }
 
 }  // namespace qf::cuda

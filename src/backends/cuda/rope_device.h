@@ -26,6 +26,14 @@ __device__ inline void fill_table(double pos, const double* __restrict__ inv_fre
   __syncthreads();
 }
 
+// One pair (x_j, x_{j+half}) rotated by (c, s): one product rounded, the other fused into an
+// FMA. Spelled with intrinsics, which the compiler neither contracts nor reorders, so every
+// kernel that rotates (rope.cu, rope_kv.cu's BF16 and quantized paths) gets the same bits.
+__device__ __forceinline__ void rotate_pair(float lo, float hi, float c, float s, float& new_lo, float& new_hi) {
+  new_lo = __fmaf_rn(lo, c, -__fmul_rn(hi, s));
+  new_hi = __fmaf_rn(hi, c, __fmul_rn(lo, s));
+}
+
 // Rotates the 8 pairs (x[j0 + e], x[half + j0 + e]) of one head row, returning the two halves as
 // 16-byte vectors for the caller to store where it wants.
 __device__ inline void rotate8(const __nv_bfloat16* x, int half, int j0, const float* s_cos, const float* s_sin,
@@ -34,11 +42,7 @@ __device__ inline void rotate8(const __nv_bfloat16* x, int half, int j0, const f
   ptx::bf16x8_to_float(*reinterpret_cast<const uint4*>(x + j0), lo);
   ptx::bf16x8_to_float(*reinterpret_cast<const uint4*>(x + half + j0), hi);
 #pragma unroll
-  for (int e = 0; e < 8; ++e) {
-    const float c = s_cos[j0 + e], s = s_sin[j0 + e];
-    new_lo[e] = lo[e] * c - hi[e] * s;
-    new_hi[e] = hi[e] * c + lo[e] * s;
-  }
+  for (int e = 0; e < 8; ++e) rotate_pair(lo[e], hi[e], s_cos[j0 + e], s_sin[j0 + e], new_lo[e], new_hi[e]);
   out_lo = ptx::float_to_bf16x8(new_lo);
   out_hi = ptx::float_to_bf16x8(new_hi);
 }

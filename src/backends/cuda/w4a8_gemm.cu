@@ -39,6 +39,7 @@
 #include "backends/cuda/lowbit_device.h"
 #include "backends/cuda/pdl.h"
 #include "backends/cuda/weight_prepack.h"
+#include "backends/cuda/wgmma.h"
 #include "core/error.h"
 
 namespace qf::cuda {
@@ -375,36 +376,15 @@ constexpr int kWgThreads = 128;
 constexpr int kWgGroups = 4;  // warpgroups of a CTA: they split K
 constexpr int kWgTileBytes = kWgRows * kW4a8GroupSize;  // one step (128 k) of the tile in FP8
 
-__device__ __forceinline__ uint64_t wg_desc(uint32_t smem_addr) {
-  // start address, LBO 128 B, SBO 1024 B (all >> 4), no swizzle
-  return uint64_t((smem_addr & 0x3FFFF) >> 4) | (uint64_t(128 >> 4) << 16) | (uint64_t(1024 >> 4) << 32);
-}
-
-__device__ __forceinline__ void wg_fence() { asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory"); }
-__device__ __forceinline__ void wg_commit() { asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory"); }
+// The wgmma building blocks (descriptor, fence/commit/wait, the m64n64k32 E4M3 MMA): wgmma.h.
+// B tile: 64 rows x 128 k, 8-row groups of 8 core matrices (1024 bytes) apart.
+__device__ __forceinline__ uint64_t wg_desc(uint32_t smem_addr) { return wg::desc(smem_addr, 1024); }
+using wg::wgmma_m64n64k32_e4m3;
+__device__ __forceinline__ void wg_fence() { wg::fence(); }
+__device__ __forceinline__ void wg_commit() { wg::commit(); }
 template <int kPending>
 __device__ __forceinline__ void wg_wait() {
-  asm volatile("wgmma.wait_group.sync.aligned %0;\n" ::"n"(kPending) : "memory");
-}
-
-// d (64 x 64 FP32, 32 per thread) += A (64 x 32 E4M3, registers a0..a3) . B (32 x 64, descriptor);
-// scale_d = 0: d = A . B.
-__device__ __forceinline__ void wgmma_m64n64k32_e4m3(float (&d)[32], uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3,
-                                                     uint64_t desc_b, int scale_d) {
-  asm volatile(
-      "{\n"
-      ".reg .pred p;\n"
-      "setp.ne.b32 p, %38, 0;\n"
-      "wgmma.mma_async.sync.aligned.m64n64k32.f32.e4m3.e4m3 "
-      "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, "
-      "%16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31}, "
-      "{%32, %33, %34, %35}, %36, p, 1, 1;\n"
-      "}\n"
-      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]),
-        "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]),
-        "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]),
-        "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31])
-      : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "l"(desc_b), "n"(0), "r"(scale_d));
+  wg::wait<kPending>();
 }
 
 __global__ void __launch_bounds__(kWgThreads * kWgGroups, 1)

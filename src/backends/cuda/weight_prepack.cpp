@@ -179,11 +179,6 @@ W4a8PackedLayout w4a8_packed_layout(int64_t n, int64_t k) {
   return W4a8PackedLayout{n, k};
 }
 
-bool is_w4a8_weight_format(const Format& f) {
-  return f.element == ElementType::integer(4) && !f.asymmetric && f.granularity == Granularity::group &&
-         f.group_size == kW4a8GroupSize && f.scale_type == ElementType::of(ElementKind::fp8_e4m3) && f.lut;
-}
-
 std::vector<uint8_t> prepack_w4a8_weights(const std::vector<const QuantizedMatrix*>& parts) {
   QF_CHECK(!parts.empty(), "w4a8 pre-packing: no matrices");
   int64_t rows = 0;

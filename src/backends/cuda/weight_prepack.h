@@ -87,7 +87,11 @@ struct W4a8PackedLayout {
 };
 
 // int4:g128:scale=fp8_e4m3:lut, with or without :tensor_scale: the weight formats w4a8 runs.
-bool is_w4a8_weight_format(const Format& f);
+// Inline (this header needs no CUDA): the runtime asks it in builds without CUDA too.
+inline bool is_w4a8_weight_format(const Format& f) {
+  return f.element == ElementType::integer(4) && !f.asymmetric && f.granularity == Granularity::group &&
+         f.group_size == kW4a8GroupSize && f.scale_type == ElementType::of(ElementKind::fp8_e4m3) && f.lut;
+}
 
 // Throws qf::Error unless n >= 1 and k is a positive multiple of 32.
 W4a8PackedLayout w4a8_packed_layout(int64_t n, int64_t k);
