@@ -94,7 +94,9 @@ TEST(Lut, EveryCodeAtEveryUsableScaleMatchesTheReference) {
     }
     EXPECT_GT(scales, 40) << "every positive finite scale value up to " << bound;
     // The table really rounds (else lut would be the ordinary q * sigma and the test proves little).
-    if (bits >= 3) EXPECT_GT(rounded, 0);
+    if (bits >= 3) {
+      EXPECT_GT(rounded, 0);
+    }
   }
 }
 
@@ -148,7 +150,9 @@ TEST(Lut, CodeIsTheNearestValueOfTheTable) {
         EXPECT_EQ(dequantized_element(f, code, b), values[size_t(got - qmin)]);
       }
     }
-    if (bits >= 3) EXPECT_GT(moved, 0) << "the neighbour search never mattered";
+    if (bits >= 3) {
+      EXPECT_GT(moved, 0) << "the neighbour search never mattered";
+    }
     EXPECT_GT(ties, 0);
   }
 }
