@@ -208,6 +208,13 @@ TEST(CpuEngine, ScaledRopeKindsRunAndDiffer) {
 namespace qf {
 namespace {
 
+// The largest |a - b| over two F32 tensors of the same shape.
+double max_abs_diff(const Tensor& a, const Tensor& b) {
+  double m = 0;
+  for (int64_t i = 0; i < a.numel(); ++i) m = std::max(m, double(std::abs(a.data<float>()[i] - b.data<float>()[i])));
+  return m;
+}
+
 TEST(CpuEngine, KvCacheFormatRoundsCachedVectors) {
   const auto ck = tiny_checkpoint({});
   const auto t = random_tokens(24, 61, 11);
@@ -215,9 +222,7 @@ TEST(CpuEngine, KvCacheFormatRoundsCachedVectors) {
   f16.set_kv_cache_format(Format::parse("f16"));
   f16_steps.set_kv_cache_format(Format::parse("f16"));
   const Tensor a = run_all(exact, 0, t), b = run_all(f16, 0, t);
-  double max_diff = 0;
-  for (int64_t i = 0; i < a.numel(); ++i)
-    max_diff = std::max(max_diff, double(std::abs(a.data<float>()[i] - b.data<float>()[i])));
+  const double max_diff = max_abs_diff(a, b);
   // F16 keeps 11 significant bits: K/V move by ~2^-12 relative, logits by ~1e-4..1e-3.
   EXPECT_GT(max_diff, 1e-6) << "the cache must actually be rounded";
   EXPECT_LT(max_diff, 1e-2);
@@ -235,9 +240,7 @@ TEST(CpuEngine, QueryFormatRoundsQueries) {
   fp8.set_query_format(Format::parse("fp8_e4m3:token"));
   fp8_steps.set_query_format(Format::parse("fp8_e4m3:token"));
   const Tensor a = run_all(exact, 0, t), b = run_all(fp8, 0, t);
-  double max_diff = 0;
-  for (int64_t i = 0; i < a.numel(); ++i)
-    max_diff = std::max(max_diff, double(std::abs(a.data<float>()[i] - b.data<float>()[i])));
+  const double max_diff = max_abs_diff(a, b);
   // E4M3 keeps 4 significant bits: queries move by up to 2^-4 relative, logits by ~1e-2.
   EXPECT_GT(max_diff, 1e-5) << "the queries must actually be rounded";
   EXPECT_LT(max_diff, 0.5);

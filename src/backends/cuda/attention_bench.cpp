@@ -130,6 +130,13 @@ Timing time_launches(const AttentionBenchOptions& o, int rotation, cudaStream_t 
   return {us[us.size() / 2], us.front(), us.back(), reps};
 }
 
+// A device copy of a host int32 array (the launches' per-sequence metadata).
+DeviceBuffer upload(const std::vector<int32_t>& v, const char* what, cudaStream_t stream) {
+  DeviceBuffer d(v.size() * sizeof(int32_t), what);
+  copy_to_device(d.data(), v.data(), v.size() * sizeof(int32_t), stream);
+  return d;
+}
+
 // The fields every row fills alike: what ran and its causal FLOPs (see the header).
 AttentionBenchRow case_row(const std::string& kind, const AttentionBenchShape& s, int batch, int q_tokens, int past) {
   AttentionBenchRow row;
@@ -175,9 +182,7 @@ AttentionBenchRow bench_prefill(const AttentionBenchOptions& o, const AttentionB
   const BenchCache cache = make_cache(s, c.batch, row.kv_tokens, row.rotation_sets, o.seed, stream);
   std::vector<int32_t> q_start(static_cast<size_t>(c.batch) + 1), past(size_t(c.batch), c.past);
   for (int i = 0; i <= c.batch; ++i) q_start[size_t(i)] = i * c.tokens;
-  DeviceBuffer d_q_start(q_start.size() * sizeof(int32_t), "q_start"), d_past(past.size() * sizeof(int32_t), "past");
-  copy_to_device(d_q_start.data(), q_start.data(), q_start.size() * sizeof(int32_t), stream);
-  copy_to_device(d_past.data(), past.data(), past.size() * sizeof(int32_t), stream);
+  const DeviceBuffer d_q_start = upload(q_start, "q_start", stream), d_past = upload(past, "past", stream);
 
   PrefillAttentionArgs a;
   a.shape = {s.heads, s.kv_heads, s.head_dim, 1.0f / std::sqrt(float(s.head_dim))};
@@ -233,11 +238,8 @@ AttentionBenchRow bench_prefill_fp8(const AttentionBenchOptions& o, const Attent
       kv_len(size_t(c.batch), row.kv_tokens);
   for (int i = 0; i <= c.batch; ++i) q_start[size_t(i)] = i * c.tokens;
   for (int i = 0; i < c.batch; ++i) kv_start[size_t(i)] = int32_t(i * kv_cap);
-  DeviceBuffer d_q_start(q_start.size() * sizeof(int32_t), "q_start");
-  DeviceBuffer d_kv_start(kv_start.size() * sizeof(int32_t), "kv_start"), d_kv_len(kv_len.size() * sizeof(int32_t), "kv_len");
-  copy_to_device(d_q_start.data(), q_start.data(), q_start.size() * sizeof(int32_t), stream);
-  copy_to_device(d_kv_start.data(), kv_start.data(), kv_start.size() * sizeof(int32_t), stream);
-  copy_to_device(d_kv_len.data(), kv_len.data(), kv_len.size() * sizeof(int32_t), stream);
+  const DeviceBuffer d_q_start = upload(q_start, "q_start", stream), d_kv_start = upload(kv_start, "kv_start", stream),
+                     d_kv_len = upload(kv_len, "kv_len", stream);
 
   Fp8PrefillAttentionArgs a;
   a.shape = {s.heads, s.kv_heads, s.head_dim, 1.0f / std::sqrt(float(s.head_dim))};
@@ -284,8 +286,7 @@ AttentionBenchRow bench_decode(const AttentionBenchOptions& o, const AttentionBe
   DeviceBuffer workspace(decode_attention_workspace_bytes(c.batch, shape, row.splits), "decode workspace");
   const BenchCache cache = make_cache(s, c.batch, c.context, row.rotation_sets, o.seed, stream, element);
   const std::vector<int32_t> lens(static_cast<size_t>(c.batch), c.context);
-  DeviceBuffer d_lens(lens.size() * sizeof(int32_t), "seq_lens");
-  copy_to_device(d_lens.data(), lens.data(), lens.size() * sizeof(int32_t), stream);
+  const DeviceBuffer d_lens = upload(lens, "seq_lens", stream);
 
   DecodeAttentionArgs a;
   a.shape = shape;
