@@ -38,7 +38,7 @@ class Pool {
       return;
     }
     std::lock_guard<std::mutex> run_lock(run_mu_);  // one parallel loop at a time
-    Job job{&fn, n, chunks};
+    Job job{&fn, n, chunks, {0}, 0, 0, {}};
     {
       std::lock_guard<std::mutex> lk(mu_);
       job_ = &job;

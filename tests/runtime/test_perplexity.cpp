@@ -16,7 +16,7 @@ namespace {
 // has P = 1 / (K + V - 1). It records the tokens it saw per slot.
 class CountingEngine final : public Engine {
  public:
-  CountingEngine(int64_t V, double K, int slots, int64_t capacity) : V_(V), K_(K), seen_(slots), cap_(capacity) {
+  CountingEngine(int64_t V, double K, int slots, int64_t capacity) : seen_(slots), V_(V), K_(K), cap_(capacity) {
     config_.vocab_size = V;
   }
   const ModelConfig& config() const override { return config_; }
