@@ -69,7 +69,7 @@ inline Device apply_engine_flags(const EngineFlags& f) {
 }
 
 // After loading: a quantized checkpoint that rounds activations or the KV cache in a way the
-// CUDA engine does not run (anything but FireQ's w4a8, engine.h cuda_runs_natively) runs on the
+// CUDA engine does not run (engine.h cuda_runs_natively) runs on the
 // CPU engine. When --device was not given, switch to the CPU with a note instead of failing; an
 // explicit --device cuda fails in create_engine.
 inline Device settle_device(const EngineFlags& f, Device d, const Model& model) {

@@ -135,10 +135,9 @@ std::unique_ptr<Engine> create_engine(const Model& model, const EngineOptions& o
     case Device::Cuda: {
       require_device(Device::Cuda);
       QF_CHECK(options.activation_format.empty(), "activation format simulations run on the CPU engine only (--device cpu)");
-      // (KV-cache and query formats the CUDA engine stores or rounds exactly run here too; below.)
-      // The CUDA engine runs weight-only checkpoints as BF16 and FireQ's w4a8 linears with their
-      // own kernels; other activation or KV-cache rounding it cannot do, and silently ignoring
-      // it would misreport the checkpoint.
+      // The checkpoint's own rounding must be one the CUDA engine runs (silently ignoring it would
+      // misreport the checkpoint); KV-cache and query formats asked for by the run are checked
+      // below, where they override the checkpoint's.
       QF_CHECK(cuda_runs_natively(model), "this quantized checkpoint rounds activations or the KV cache in a way only "
                                           "the CPU engine simulates; run it with --device cpu");
 #ifdef QF_HAVE_CUDA

@@ -106,8 +106,10 @@ struct EngineOptions {
 std::unique_ptr<Engine> create_engine(const Model& model, const EngineOptions& options);
 
 // Whether the CUDA engine runs this model as its checkpoint says: unquantized, weight-only
-// quantized (as BF16), or FireQ's w4a8 linears (INT4 lut weights x per-token FP8 activations).
-// False for other activation or KV-cache rounding, which only the CPU engine simulates.
+// quantized (as BF16), or FireQ's w4a8 linears (INT4 lut weights x per-token FP8 activations),
+// with a BF16, INT4 or FP8 KV cache and FP8 queries or none (cuda_engine.h cuda_linears_for,
+// cuda_attention_for). False for other activation, KV-cache or query rounding, which only the
+// CPU engine simulates.
 bool cuda_runs_natively(const Model& model);
 
 }  // namespace qf

@@ -63,6 +63,24 @@ std::vector<float> quant_test_gaussian(int64_t n, uint64_t seed, float stddev) {
   return v;
 }
 
+// Sets ck's tensor `name` to the F32 values v of shape `shape`.
+void set_f32(Checkpoint& ck, const std::string& name, const std::vector<float>& v, Shape shape) {
+  Tensor t = Tensor::empty(DType::F32, std::move(shape));
+  std::copy(v.begin(), v.end(), t.data_mut<float>());
+  ck.tensors[name] = std::move(t);
+}
+
+// A calibration callback that records every linear's Hessian and leaves its weight unquantized
+// (the function must be kept), keeping the weight as the pass handed it over.
+auto keep_unquantized(Hessians& hessians, std::map<std::string, std::vector<float>>& weights) {
+  return [&hessians, &weights](int64_t, LinearInput, const ActivationStats& st, std::span<CalibratedLinear> lins) {
+    for (CalibratedLinear& lin : lins) {
+      hessians[lin.name] = st.hessian;
+      weights[lin.name] = lin.weight;
+    }
+  };
+}
+
 // The largest |logit difference| of two engines over the windows (every position's logits, each
 // window from an empty slot 0), and the largest |logit| of `reference`.
 std::pair<double, double> max_logit_difference(CpuEngine& engine, CpuEngine& reference,
@@ -186,11 +204,7 @@ TEST(QuantCalibration, HessiansEqualXtXOfTheQuantizedModelsPlainForward) {
 
   // The quantized model, run plainly by the engine with the same rounding.
   Checkpoint qck = ck;
-  for (const auto& [name, w] : quantized) {
-    Tensor t = Tensor::empty(DType::F32, ck.tensor(name).shape());
-    std::copy(w.begin(), w.end(), t.data_mut<float>());
-    qck.tensors[name] = t;
-  }
+  for (const auto& [name, w] : quantized) set_f32(qck, name, w, ck.tensor(name).shape());
   Hessians plain;
   CpuEngine engine(qck, 1, L, [&](const std::string& name, const Tensor& w, const Tensor& b) {
     std::unique_ptr<cpu::LinearLayer> inner = make_dense_linear(name, w, b);
@@ -310,31 +324,15 @@ TEST(QuantCalibration, SmoothingKeepsTheFunctionAndThePlainForwardStatistics) {
                                                                  : "post_attention_layernorm.weight")] =
         std::vector<float>(g.begin(), g.end());
   };
-  calibrate_sequentially(
-      cm, windows,
-      [&](int64_t, LinearInput, const ActivationStats& st, std::span<CalibratedLinear> lins) {
-        for (CalibratedLinear& lin : lins) {
-          calibrated[lin.name] = st.hessian;
-          final_weights[lin.name] = lin.weight;  // unquantized: the function must be kept
-        }
-      },
-      co);
+  calibrate_sequentially(cm, windows, keep_unquantized(calibrated, final_weights), co);
   ASSERT_EQ(smoothed.size(), size_t(2 * c.num_layers));
   for (size_t i = 0; i < smoothed.size(); ++i)
     EXPECT_EQ(smoothed[i].second, i % 2 ? LinearInput::mlp_in : LinearInput::attention_in);
   ASSERT_EQ(norms.size(), size_t(2 * c.num_layers));
 
   Checkpoint sck = ck;  // the smoothed model
-  for (const auto& [name, w] : final_weights) {
-    Tensor t = Tensor::empty(DType::F32, ck.tensor(name).shape());
-    std::copy(w.begin(), w.end(), t.data_mut<float>());
-    sck.tensors[name] = t;
-  }
-  for (const auto& [name, g] : norms) {
-    Tensor t = Tensor::empty(DType::F32, ck.tensor(name).shape());
-    std::copy(g.begin(), g.end(), t.data_mut<float>());
-    sck.tensors[name] = t;
-  }
+  for (const auto& [name, w] : final_weights) set_f32(sck, name, w, ck.tensor(name).shape());
+  for (const auto& [name, g] : norms) set_f32(sck, name, g, ck.tensor(name).shape());
   // The smoothing really changed the model's tensors (so the checks below can fail).
   const std::string q0 = names::layer(0, "self_attn.q_proj.weight");
   const Tensor orig_q = convert(ck.tensor(q0), DType::F32);
@@ -462,23 +460,11 @@ TEST(QuantCalibration, RopeScaleKeepsTheFunctionAndThePlainForwardStatistics) {
     scales.push_back(rope_aware_scales(st, t));
     return scales.back();
   };
-  calibrate_sequentially(
-      cm, windows,
-      [&](int64_t, LinearInput, const ActivationStats& st, std::span<CalibratedLinear> lins) {
-        for (CalibratedLinear& lin : lins) {
-          calibrated[lin.name] = st.hessian;
-          final_weights[lin.name] = lin.weight;  // unquantized: the function must be kept
-        }
-      },
-      co);
+  calibrate_sequentially(cm, windows, keep_unquantized(calibrated, final_weights), co);
   ASSERT_EQ(scales.size(), size_t(c.num_layers));
 
   Checkpoint sck = ck;  // the scaled model
-  for (const auto& [name, w] : final_weights) {
-    Tensor t = Tensor::empty(DType::F32, ck.tensor(name).shape());
-    std::copy(w.begin(), w.end(), t.data_mut<float>());
-    sck.tensors[name] = t;
-  }
+  for (const auto& [name, w] : final_weights) set_f32(sck, name, w, ck.tensor(name).shape());
   for (int64_t l = 0; l < c.num_layers; ++l) {
     const RopeScales& s = scales[size_t(l)];
     ASSERT_EQ(s.pre.size(), size_t(kv_dim));
@@ -510,15 +496,9 @@ TEST(QuantCalibration, RopeScaleKeepsTheFunctionAndThePlainForwardStatistics) {
     std::copy_n(qb0.data<float>(), qb.size(), qb.data());
     std::copy_n(kb0.data<float>(), kb.size(), kb.data());
     merge_pre_rope_scale(qb.data(), kb.data(), 1, s.pre, c.num_heads, c.num_kv_heads, d);
-    for (auto& [leaf, v] : {std::pair<const char*, std::vector<float>*>{"self_attn.q_proj.bias", &qb},
-                            {"self_attn.k_proj.bias", &kb}}) {
-      Tensor t = Tensor::empty(DType::F32, {int64_t(v->size())});
-      std::copy(v->begin(), v->end(), t.data_mut<float>());
-      sck.tensors[names::layer(l, leaf)] = t;
-    }
-    Tensor post = Tensor::empty(DType::F32, {kv_dim});
-    std::copy(s.post.begin(), s.post.end(), post.data_mut<float>());
-    sck.tensors[k_post_rope_scale_name(l)] = post;
+    set_f32(sck, names::layer(l, "self_attn.q_proj.bias"), qb, {int64_t(qb.size())});
+    set_f32(sck, names::layer(l, "self_attn.k_proj.bias"), kb, {int64_t(kb.size())});
+    set_f32(sck, k_post_rope_scale_name(l), s.post, {kv_dim});
   }
 
   // Nothing rounded: the scaled model is the original one.

@@ -2,6 +2,8 @@
 // forward, and the KV-cache / batching invariances the runtime relies on.
 #include <gtest/gtest.h>
 
+#include <functional>
+
 #include <atomic>
 #include <cmath>
 
@@ -215,39 +217,37 @@ double max_abs_diff(const Tensor& a, const Tensor& b) {
   return m;
 }
 
-TEST(CpuEngine, KvCacheFormatRoundsCachedVectors) {
+// A simulated rounding `round` (applied to an engine) against the exact engine on 24 tokens of
+// the tiny model: it changes the logits by more than `min_diff` (it really rounds) and less than
+// `max_diff`, and, being per (token, head) row, decoding the last 14 tokens one call after the
+// first 10 gives the same logits as the full forward.
+void expect_per_row_rounding(const std::function<void(CpuEngine&)>& round, uint64_t seed, double min_diff,
+                             double max_diff) {
   const auto ck = tiny_checkpoint({});
-  const auto t = random_tokens(24, 61, 11);
-  CpuEngine exact(ck, 1, 32), f16(ck, 1, 32), f16_steps(ck, 1, 32);
-  f16.set_kv_cache_format(Format::parse("f16"));
-  f16_steps.set_kv_cache_format(Format::parse("f16"));
-  const Tensor a = run_all(exact, 0, t), b = run_all(f16, 0, t);
-  const double max_diff = max_abs_diff(a, b);
-  // F16 keeps 11 significant bits: K/V move by ~2^-12 relative, logits by ~1e-4..1e-3.
-  EXPECT_GT(max_diff, 1e-6) << "the cache must actually be rounded";
-  EXPECT_LT(max_diff, 1e-2);
-  // Rounding is per cached vector, so decoding from the cache still equals the full forward.
-  run_all(f16_steps, 0, std::vector<int32_t>(t.begin(), t.begin() + 10));
-  const Tensor rest = run_all(f16_steps, 0, std::vector<int32_t>(t.begin() + 10, t.end()));
+  const auto t = random_tokens(24, 61, seed);
+  CpuEngine exact(ck, 1, 32), rounded(ck, 1, 32), steps(ck, 1, 32);
+  round(rounded);
+  round(steps);
+  const Tensor a = run_all(exact, 0, t), b = run_all(rounded, 0, t);
+  const double diff = max_abs_diff(a, b);
+  EXPECT_GT(diff, min_diff) << "the values must actually be rounded";
+  EXPECT_LT(diff, max_diff);
+  run_all(steps, 0, std::vector<int32_t>(t.begin(), t.begin() + 10));
+  const Tensor rest = run_all(steps, 0, std::vector<int32_t>(t.begin() + 10, t.end()));
   for (int64_t i = 0; i < rest.dim(0); ++i) ASSERT_EQ(row(rest, i), row(b, 10 + i));
+}
+
+TEST(CpuEngine, KvCacheFormatRoundsCachedVectors) {
+  // F16 keeps 11 significant bits: K/V move by ~2^-12 relative, logits by ~1e-4..1e-3.
+  expect_per_row_rounding([](CpuEngine& e) { e.set_kv_cache_format(Format::parse("f16")); }, 11, 1e-6, 1e-2);
+  CpuEngine exact(tiny_checkpoint({}), 1, 32);
   EXPECT_THROW(exact.set_kv_cache_format(Format::parse("int8:tensor")), Error);
 }
 
 TEST(CpuEngine, QueryFormatRoundsQueries) {
-  const auto ck = tiny_checkpoint({});
-  const auto t = random_tokens(24, 61, 12);
-  CpuEngine exact(ck, 1, 32), fp8(ck, 1, 32), fp8_steps(ck, 1, 32);
-  fp8.set_query_format(Format::parse("fp8_e4m3:token"));
-  fp8_steps.set_query_format(Format::parse("fp8_e4m3:token"));
-  const Tensor a = run_all(exact, 0, t), b = run_all(fp8, 0, t);
-  const double max_diff = max_abs_diff(a, b);
   // E4M3 keeps 4 significant bits: queries move by up to 2^-4 relative, logits by ~1e-2.
-  EXPECT_GT(max_diff, 1e-5) << "the queries must actually be rounded";
-  EXPECT_LT(max_diff, 0.5);
-  // Each (token, head) row is rounded alone: decoding token by token gives the same logits.
-  run_all(fp8_steps, 0, std::vector<int32_t>(t.begin(), t.begin() + 10));
-  const Tensor rest = run_all(fp8_steps, 0, std::vector<int32_t>(t.begin() + 10, t.end()));
-  for (int64_t i = 0; i < rest.dim(0); ++i) ASSERT_EQ(row(rest, i), row(b, 10 + i));
+  expect_per_row_rounding([](CpuEngine& e) { e.set_query_format(Format::parse("fp8_e4m3:token")); }, 12, 1e-5, 0.5);
+  CpuEngine exact(tiny_checkpoint({}), 1, 32);
   EXPECT_THROW(exact.set_query_format(Format::parse("int8:tensor")), Error);
   EXPECT_THROW(exact.set_query_format(Format::parse("int8:g5")), Error);  // 5 does not divide head_dim 8
 }
