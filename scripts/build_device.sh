@@ -30,7 +30,8 @@ say "building ${targets[*]}"
 cmake --build "$BUILD" -j "$(nproc)" --target "${targets[@]}"
 
 mkdir -p "$CARRY_BIN"
-rm -f "$CARRY_BIN"/*
+# Stale binaries go; the peers' (peer_*, scripts/build_peers.sh) stay: they are built separately.
+find "$CARRY_BIN" -maxdepth 1 -type f ! -name 'peer_*' -delete
 cp "$BUILD/bin/qforge" "$CARRY_BIN/"
 for t in $TEST_BINARIES; do cp "$BUILD/tests/$t" "$CARRY_BIN/"; done
 # Symbols are not needed on the device (the GPU code's line info lives in the fatbinary, which

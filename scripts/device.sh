@@ -22,7 +22,18 @@
 # llama2-7b"). QF_BENCH_MODELS: what `bench model` runs (default "llama2-7b default": the
 # synthetic llama2-7b of issue 3's targets, then the default model file when present);
 # QF_BENCH_MODEL_ARGS adds arguments to each. QF_PEER_MODELS (default "llama2-7b"): the
-# synthetic shapes bench/peer_torch.py runs.
+# synthetic shapes bench/peer_torch.py runs. QF_TEST_FILTER: a gtest filter for the tests step.
+#
+# Step "peers" (not in the default list: it adds a few minutes; e.g. QF_DEVICE_STEPS="gemm peers"):
+# the kernel peers of issues 5 and 6, built here by scripts/build_peers.sh from fetched copies
+# (never in the repo) into .carry/bin/peer_*, timed in the same call as qforge's own kernels. It
+# reuses this run's bench_gemm.json when the gemm step ran first, else runs `bench gemm` on the FP6
+# and w4a8 kernels only; the side-by-side tables (scripts/peers_table.py) go into summary.txt
+# (the reply shows only their summary lines) and the joined rows into bench_model.json under
+# "kernel_peers". QF_PEER_FP6_ARGS adds arguments to peer_fp6_llm (e.g. "--models llama2-7b").
+# Peers: peer_fp6_llm (issue 5: fp6_llm, our harness bench/peers/fp6_llm_bench.cu) and
+# peer_cutlass_int4_fp8 (issue 6: CUTLASS's example 55 INT4 x FP8, run at the w4a8 shapes by
+# scripts/peer_cutlass_int4_fp8.py with the example's own timing; see there).
 #
 # The default model (98 MB) cannot travel in one call (64 MiB per call): scripts/build_device.sh
 # splits it into .model_part1 and .model_part2 (47 MiB each); carry them one per call, before
@@ -111,8 +122,9 @@ for step in $STEPS; do
   case $step in
     tests)
       echo "== GPU tests ($BIN/test_cuda)"
-      # CUBLASLT_LOG_LEVEL=2: cuBLASLt prints why it refuses a call (errors only) into the log.
-      run_step tests bash -c "CUBLASLT_LOG_LEVEL=2 '$BIN/test_cuda' --gtest_brief=1 >'$OUT/tests.log' 2>&1"
+      # CUBLASLT_LOG_LEVEL=1: cuBLASLt prints why it refuses a call (errors only) into the log
+      # (level 2 traces every call).
+      run_step tests bash -c "CUBLASLT_LOG_LEVEL=1 '$BIN/test_cuda' --gtest_brief=1 --gtest_filter='${QF_TEST_FILTER:-*}' >'$OUT/tests.log' 2>&1"
       ;;
     gemm)
       echo "== bench gemm"
@@ -181,6 +193,37 @@ for step in $STEPS; do
         run_step "peer torch $m" bash -c "python3 bench/peer_torch.py --synthetic '$m' --json-file '$WORK/peer_$m.json' >/dev/null 2>>'$LOG'"
         tail -n 2 "$LOG"
       done
+      ;;
+    peers)
+      # Issues 5 and 6: kernel peers (scripts/build_peers.sh), each writing its JSON to $WORK/peers/
+      # (not $WORK/peer_*.json: those are the PyTorch peer's, read by the bench_model summary).
+      mkdir -p "$WORK/peers"
+      if [ -x "$BIN/peer_fp6_llm" ]; then
+        echo "== peers: fp6_llm"
+        # shellcheck disable=SC2086
+        run_step "peer fp6_llm" bash -c "'$BIN/peer_fp6_llm' --json '$WORK/peers/fp6_llm.json' ${QF_PEER_FP6_ARGS:-} >>'$LOG' 2>&1"
+        tail -n 2 "$LOG"
+      else
+        echo "peers: $BIN/peer_fp6_llm is absent (scripts/build_peers.sh builds it), skipped" >&2
+      fi
+      # qforge's side: this run's bench_gemm.json when it has the FP6 rows, else bench gemm of the
+      # FP6 e3m2 and w4a8 kernels alone (the cuBLAS baselines come with it; nominal ceilings).
+      if [ -f "$OUT/bench_gemm.json" ] && grep -q '"fp6_e3m2' "$OUT/bench_gemm.json"; then
+        PEERS_GEMM=$OUT/bench_gemm.json
+      else
+        echo "== peers: bench gemm (fp6_e3m2, w4a8 kernels)"
+        PEERS_GEMM=$WORK/peers/qforge_gemm.json
+        run_step "peers bench gemm" bash -c "'$BIN/qforge' bench gemm --kernels fpx_gemm_fp6_e3m2,fpx_dequant_cublas_fp6_e3m2,w4a8_gemv,w4a8_dequant_cublas --no-ceilings --json-file '$PEERS_GEMM' >/dev/null 2>>'$LOG'"
+        tail -n 2 "$LOG"
+      fi
+      # CUTLASS's INT4 x FP8 example at the w4a8 shapes (taken from that JSON), group 128.
+      if [ -x "$BIN/peer_cutlass_int4_fp8" ] && [ -f "$PEERS_GEMM" ]; then
+        echo "== peers: CUTLASS int4 x fp8 (example 55)"
+        commit=$(awk '$1 == "cutlass_int4_fp8" {print $2}' .carry/peer_commits 2>/dev/null)
+        run_step "peer cutlass int4xfp8" python3 scripts/peer_cutlass_int4_fp8.py --bin "$BIN/peer_cutlass_int4_fp8" \
+          --shapes-from "$PEERS_GEMM" --json "$WORK/peers/cutlass_int4_fp8.json" --commit "${commit:-unknown}" 2>>"$LOG"
+        tail -n 1 "$LOG"
+      fi
       ;;
     ppl)
       # Issue 3: GPU perplexity equal to CPU perplexity within 0.1 %; the same windows on both.
@@ -294,6 +337,19 @@ for name, peer in peers.items():
         else:
             print(f'  decode b{r["batch"]}: qforge {(q or {}).get("error") or (q or {}).get("ms_per_step")}, torch {r.get("ms_per_step", r.get("error"))}')
 EOF
+# The kernel peers (step "peers"): the full tables into summary.txt, their summary lines here.
+if [ -n "${PEERS_GEMM:-}" ] && [ -f "$PEERS_GEMM" ]; then
+  peer_args=(--qforge "$PEERS_GEMM")
+  [ -f "$WORK/peers/fp6_llm.json" ] && peer_args+=(--fp6-llm "$WORK/peers/fp6_llm.json")
+  [ -f "$WORK/peers/cutlass_int4_fp8.json" ] && peer_args+=(--cutlass-int4-fp8 "$WORK/peers/cutlass_int4_fp8.json")
+  if [ ${#peer_args[@]} -gt 2 ]; then
+    echo "---- kernel peers (full tables in summary.txt)"
+    python3 scripts/peers_table.py "${peer_args[@]}" --merge-into "$OUT/bench_model.json" >>"$SUMMARY"
+    python3 scripts/peers_table.py "${peer_args[@]}" --brief
+  else
+    note "kernel peers: no peer output (see device.log)"
+  fi
+fi
 if [ -f "$OUT/bench_attention.txt" ]; then
   note "attention (see bench_attention.txt):"
   head -n 40 "$OUT/bench_attention.txt" | tee -a "$SUMMARY"

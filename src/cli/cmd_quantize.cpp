@@ -24,7 +24,7 @@ namespace qf::cli {
 namespace {
 
 struct QuantizeArgs {
-  std::string model, recipe, out, calib;
+  std::string model, recipe, out, calib, device;
   int64_t samples = 128, seqlen = 2048;
   uint64_t seed = 0;
   int threads = 0;
@@ -140,7 +140,13 @@ void run_quantize(const QuantizeArgs& a) {
                recipe.description.c_str());
 
   QuantizeModelOptions o;
+  std::unique_ptr<CalibrationDevice> device;
   if (recipe.needs_calibration()) {
+    // The calibration pass on the GPU when one is present (or asked for), else on the CPU.
+    const Device d = a.device.empty() ? default_device() : parse_device(a.device);
+    require_device(d);
+    device = d == Device::Cuda ? make_cuda_calibration_device() : make_cpu_calibration_device();
+    o.device = device.get();
     const std::string calib = a.calib.empty() ? shared_data_file("wikitext-2-valid-tokens.txt") : a.calib;
     QF_CHECK(a.seqlen <= c.max_position_embeddings, "--seqlen ", a.seqlen, " exceeds the model's context of ",
              c.max_position_embeddings);
@@ -154,8 +160,9 @@ void run_quantize(const QuantizeArgs& a) {
                           {"samples", a.samples},
                           {"seqlen", a.seqlen},
                           {"seed", a.seed}};
-    std::fprintf(stderr, "qforge: calibration: %ld windows of %ld tokens from %s (%zu tokens), seed %llu\n",
-                 long(a.samples), long(a.seqlen), calib.c_str(), tokens.size(), (unsigned long long)a.seed);
+    std::fprintf(stderr, "qforge: calibration: %ld windows of %ld tokens from %s (%zu tokens), seed %llu, on %s\n",
+                 long(a.samples), long(a.seqlen), calib.c_str(), tokens.size(), (unsigned long long)a.seed,
+                 device->name().c_str());
   }
   Progress bar("quantize", c.num_layers, "blocks");
   int64_t reported = 0;
@@ -220,6 +227,12 @@ void register_quantize(CLI::App& app) {
       ->check(CLI::PositiveNumber);
   cmd->add_option("--seqlen", a->seqlen, "Tokens per calibration window (default 2048)")->check(CLI::PositiveNumber);
   cmd->add_option("--seed", a->seed, "Seed of the window sampling (default 0): same seed, same windows");
+  cmd->add_option("--device", a->device,
+                  "Where the calibration forward pass and its statistics run: cuda (the default when a Hopper GPU "
+                  "is present: FP32 kernels and cuBLAS, seconds for a small model) or cpu (the CPU engine's kernels: "
+                  "activations bit-identical to `qforge ppl --device cpu`'s). GPTQ's batch updates run there too; "
+                  "its rounding onto the grid and RTN stay on the CPU")
+      ->check(CLI::IsMember({"cpu", "cuda"}));
   cmd->add_option("--threads", a->threads, "CPU threads (default: $QF_THREADS or all cores)")
       ->check(CLI::NonNegativeNumber);
   cmd->add_flag("--force", a->force, "Replace an existing quantized checkpoint at the output path");
@@ -246,6 +259,7 @@ void register_quantize(CLI::App& app) {
       "  qforge quantize --list-recipes\n"
       "  qforge quantize --recipe rtn-w4g128 -o out/rtn-w4g128           # default model, seconds\n"
       "  qforge quantize --recipe gptq-w4g128 -o out/gptq --samples 128 --seqlen 512\n"
+      "  qforge quantize --recipe gptq-w4g128 -o out/gptq-cpu --device cpu   # calibrate on the CPU\n"
       "  qforge ppl out/gptq --ctx 512 --chunks 16\n"
       "  qforge quantize --recipe fireq-w4a8 -o out/fireq --samples 128 --seqlen 512   # FireQ W4A8, INT4 KV\n"
       "  qforge ppl out/fireq --device cuda   # through the INT4 x FP8 kernels on a Hopper GPU");

@@ -6,14 +6,13 @@
 #include <cstring>
 #include <random>
 
-#include "backends/cpu/attention.h"
 #include "backends/cpu/format_round_trip.h"
-#include "backends/cpu/gemm.h"
 #include "backends/cpu/ops.h"
 #include "backends/cpu/rope.h"
 #include "core/error.h"
 #include "core/thread_pool.h"
 #include "formats/convert.h"
+#include "quant/calibration_device.h"
 #include "quant/smooth.h"
 
 namespace qf {
@@ -71,16 +70,10 @@ std::vector<LinearKind> linears_reading(LinearInput input) {
 
 namespace {
 
-// Histogram bin of |x| (see calibration.h): the float's biased exponent and top two mantissa
-// bits, (bits >> 21) & 0x3FF, counts quarter-ish octaves from 0; shift it so bin 1 starts at
-// 2^kHistogramMinExp2 and clamp.
-int histogram_bin(float x) {
-  const uint32_t bits = std::bit_cast<uint32_t>(x) & 0x7FFFFFFFu;
-  if (bits == 0) return 0;
-  const int quarter = int(bits >> 21);  // 4 * biased exponent + top two mantissa bits
-  const int first = 4 * (127 + kHistogramMinExp2);
-  return std::clamp(quarter - first + 1, 0, kHistogramBins - 1);
-}
+// Histograms (calibration.h): a value's bin is its float's biased exponent and top two mantissa
+// bits, (bits >> 21) & 0x3FF, counting quarter-ish octaves from 0, shifted so bin 1 starts at
+// 2^kHistogramMinExp2 and clamped; 0 holds 0. The devices compute it (calibration_device.h).
+constexpr int kHistogramFirstQuarter = 4 * (127 + kHistogramMinExp2);
 
 // The upper edge of bin b (b >= 1): mantissa 1 + (sub + 1) / 4 of octave (b - 1) / 4.
 float histogram_bin_upper(int b) {
@@ -88,43 +81,30 @@ float histogram_bin_upper(int b) {
   return std::ldexp(1.0f + float(sub + 1) / 4.0f, octave);
 }
 
-// Rows of H per task of the lower-triangle GEMM.
-constexpr int64_t kHessianRowBlock = 32;
-
+// Sums one input's statistics over the chunks: the device computes each chunk's (its Gram matrix
+// in F32), the host adds them up, H in double (calibration.h says why).
 class StatsAccumulator {
  public:
-  explicit StatsAccumulator(int64_t channels) {
+  StatsAccumulator(CalibrationDevice& device, int64_t channels) : device_(device) {
     s_.channels = channels;
     s_.hessian.assign(size_t(channels * channels), 0.0);
     s_.channel_absmax.assign(size_t(channels), 0.0f);
     s_.channel_histogram.assign(size_t(channels * kHistogramBins), 0);
   }
 
-  // x: m tokens of `channels` values.
+  // x: m tokens of `channels` values, in the device's memory.
   void add(const float* x, int64_t m) {
     const int64_t c = s_.channels;
-    for (int64_t i = 0; i < m * c; ++i)
-      QF_CHECK(std::isfinite(x[i]), "calibration: a linear input value is ", x[i], " (token ", s_.tokens + i / c,
-               ", channel ", i % c, "); the model's activations overflowed");
-    add_hessian(x, m);
-    // Per channel: absmax and histogram, a block of channels per task (each task owns its
-    // channels' counters, so no merging is needed).
-    parallel_for(c, 64, [&](int64_t c0, int64_t c1) {
-      for (int64_t t = 0; t < m; ++t) {
-        const float* row = x + t * c;
-        for (int64_t j = c0; j < c1; ++j) {
-          const float v = std::fabs(row[j]);
-          s_.channel_absmax[size_t(j)] = std::max(s_.channel_absmax[size_t(j)], v);
-          ++s_.channel_histogram[size_t(j * kHistogramBins + histogram_bin(v))];
-        }
-      }
+    gram_.resize(size_t(c * c));
+    const size_t t0 = s_.token_min.size();
+    s_.token_min.resize(t0 + size_t(m));
+    s_.token_max.resize(t0 + size_t(m));
+    device_.statistics(x, m, c, kHistogramFirstQuarter, kHistogramBins, gram_.data(), s_.channel_absmax.data(),
+                       s_.channel_histogram.data(), s_.token_min.data() + t0, s_.token_max.data() + t0);
+    parallel_for(c, 16, [&](int64_t i0, int64_t i1) {
+      for (int64_t i = i0; i < i1; ++i)
+        for (int64_t j = 0; j <= i; ++j) s_.hessian[size_t(i * c + j)] += double(gram_[size_t(i * c + j)]);
     });
-    for (int64_t t = 0; t < m; ++t) {
-      const float* row = x + t * c;
-      const auto [lo, hi] = std::minmax_element(row, row + c);
-      s_.token_min.push_back(*lo);
-      s_.token_max.push_back(*hi);
-    }
     s_.tokens += m;
   }
 
@@ -136,31 +116,9 @@ class StatsAccumulator {
   }
 
  private:
-  // H[i, j] += sum_t x[t, i] x[t, j] for j <= i: an F32 GEMM of the transposed chunk with itself,
-  // a block of rows of H at a time, added into the double H.
-  void add_hessian(const float* x, int64_t m) {
-    const int64_t c = s_.channels;
-    std::vector<float> xt(size_t(c * m));
-    for (int64_t t = 0; t < m; ++t)
-      for (int64_t j = 0; j < c; ++j) xt[size_t(j * m + t)] = x[t * c + j];
-    const int64_t blocks = (c + kHessianRowBlock - 1) / kHessianRowBlock;
-    // Task k takes block (blocks - 1 - k): the largest rows of the triangle are handed out first,
-    // so the pool's dynamic scheduling balances them.
-    parallel_for(blocks, 1, [&](int64_t b0, int64_t b1) {
-      std::vector<float> tile;
-      for (int64_t k = b0; k < b1; ++k) {
-        const int64_t block = blocks - 1 - k;
-        const int64_t i0 = block * kHessianRowBlock, i1 = std::min(c, i0 + kHessianRowBlock);
-        tile.resize(size_t((i1 - i0) * i1));
-        cpu::gemm(i1 - i0, i1, m, xt.data() + i0 * m, m, xt.data(), DType::F32, m, cpu::BLayout::NK, tile.data(), i1,
-                  /*parallel=*/false);
-        for (int64_t i = i0; i < i1; ++i)
-          for (int64_t j = 0; j <= i; ++j) s_.hessian[size_t(i * c + j)] += double(tile[size_t((i - i0) * i1 + j)]);
-      }
-    });
-  }
-
+  CalibrationDevice& device_;
   ActivationStats s_;
+  std::vector<float> gram_;
 };
 
 }  // namespace
@@ -233,21 +191,55 @@ Block load_block(const Checkpoint& ck, int64_t l) {
   return b;
 }
 
-// y[m, out] = layer(x[m, in]) as the runtime computes it: the input rounded to the layer's
-// activation format if it has one, then x W^T (+ b) through cpu::linear, as cpu::DenseLinear
-// and cpu::ActivationQuantizedLinear do.
-void run_linear(const CalibratedLinear& lin, const std::vector<float>& bias, const float* x, int64_t m, float* y) {
-  const float* in = x;
-  std::vector<float> rounded;
-  if (lin.activations) {
-    rounded.resize(size_t(m * lin.cols));
-    parallel_for(m, 16, [&](int64_t b, int64_t e) {
-      cpu::round_trip_rows(x + b * lin.cols, e - b, lin.cols, *lin.activations, rounded.data() + b * lin.cols);
-    });
-    in = rounded.data();
+// The block's parameters as the device sees them: a copy in its memory of every array of Block,
+// refreshed (upload) whenever the pass or a callback changed the host's.
+class DeviceBlock {
+ public:
+  explicit DeviceBlock(CalibrationDevice& device) : device_(device) {}
+
+  void upload(const Block& b) {
+    put(attn_norm_, b.attn_norm, "an RMSNorm weight");
+    put(mlp_norm_, b.mlp_norm, "an RMSNorm weight");
+    weights_.resize(b.linears.size());
+    biases_.resize(b.linears.size());
+    for (size_t i = 0; i < b.linears.size(); ++i) {
+      put(weights_[i], b.linears[i].weight, "a linear weight");
+      put(biases_[i], b.biases[i], "a linear bias");
+    }
   }
-  cpu::linear(in, m, lin.cols, lin.weight.data(), DType::F32, lin.rows, bias.empty() ? nullptr : bias.data(), y);
-}
+  void upload_post_rope(const std::vector<float>& post) { put(post_rope_, post, "the post-RoPE key scale"); }
+
+  const float* attn_norm() const { return attn_norm_.data; }
+  const float* mlp_norm() const { return mlp_norm_.data; }
+  const float* weight(LinearKind k) const { return weights_[size_t(k)].data; }
+  const float* bias(LinearKind k) const { return biases_[size_t(k)].data; }  // null: none
+  const float* post_rope() const { return post_rope_.data; }                  // null: none
+
+ private:
+  struct Array {
+    float* data = nullptr;    // null while empty
+    float* buffer = nullptr;  // capacity floats of device memory
+    int64_t capacity = 0;
+  };
+  // Device buffers are never freed one by one (calibration_device.h), so each array keeps its
+  // buffer and grows it only if a later layer's is larger (Llama's layers are all alike).
+  void put(Array& a, const std::vector<float>& host, const std::string& what) {
+    const int64_t n = int64_t(host.size());
+    if (n == 0) {
+      a.data = nullptr;
+      return;
+    }
+    if (n > a.capacity) {
+      a.capacity = n;
+      a.buffer = device_.alloc(n, what);
+    }
+    a.data = a.buffer;
+    device_.upload(a.data, host.data(), n);
+  }
+  CalibrationDevice& device_;
+  Array attn_norm_, mlp_norm_, post_rope_;
+  std::vector<Array> weights_, biases_;
+};
 
 }  // namespace
 
@@ -269,31 +261,63 @@ void calibrate_sequentially(const CalibrationModel& model, const std::vector<std
            " RoPE frequencies for head_dim ", d, " (expected ", half, ")");
   if (model.kv_cache) cpu::check_row_format(*model.kv_cache, d, "KV cache");
   if (model.query) cpu::check_row_format(*model.query, d, "query");
+  std::unique_ptr<CalibrationDevice> own_device;
+  CalibrationDevice* device = options.device;
+  if (!device) device = (own_device = make_cpu_calibration_device()).get();
+  CalibrationDevice& dev = *device;
   const int64_t N = int64_t(windows.size()), T = N * L;
-  const int64_t per_chunk = std::max<int64_t>(1, options.chunk_tokens / L);
+  const int64_t chunk_tokens = options.chunk_tokens > 0 ? options.chunk_tokens : dev.default_chunk_tokens();
+  const int64_t per_chunk = std::max<int64_t>(1, chunk_tokens / L);
   const float eps = float(c.rms_norm_eps), attn_scale = 1.0f / std::sqrt(float(d));
 
   // The residual stream of every window, and the attention output (o_proj's input).
-  std::vector<float> hidden(size_t(T * H)), attn(size_t(T * q_dim));
+  float* hidden = dev.alloc(T * H, "the residual stream of the calibration windows");
+  float* attn = dev.alloc(T * q_dim, "the attention output of the calibration windows");
   {
     const Tensor& table = model.embedding.defined() ? model.embedding : ck.tensor(names::embed());
     QF_CHECK(table.ndim() == 2 && table.dim(0) == c.vocab_size && table.dim(1) == H, "calibration: the embedding has shape ",
              shape_str(table.shape()), ", expected [", c.vocab_size, ", ", H, "]");
-    for (int64_t w = 0; w < N; ++w)
-      cpu::embedding(table.raw(), table.dtype(), c.vocab_size, H, windows[size_t(w)].data(), L, hidden.data() + w * L * H);
+    std::vector<float> rows(size_t(L * H));
+    for (int64_t w = 0; w < N; ++w) {
+      cpu::embedding(table.raw(), table.dtype(), c.vocab_size, H, windows[size_t(w)].data(), L, rows.data());
+      dev.upload(hidden + w * L * H, rows.data(), L * H);
+    }
   }
   // RoPE tables for positions 0..L-1, the same for every window.
-  std::vector<int32_t> positions(static_cast<size_t>(L));
-  for (int64_t i = 0; i < L; ++i) positions[size_t(i)] = int32_t(i);
-  std::vector<float> cos_table(size_t(L * half)), sin_table(size_t(L * half));
-  cpu::rope_cos_sin(positions.data(), L, model.rope_inv_freq.data(), half, model.rope_attention_factor,
-                    cos_table.data(), sin_table.data());
+  float *cos_table = dev.alloc(L * half, "the RoPE table"), *sin_table = dev.alloc(L * half, "the RoPE table");
+  {
+    std::vector<int32_t> positions(static_cast<size_t>(L));
+    for (int64_t i = 0; i < L; ++i) positions[size_t(i)] = int32_t(i);
+    std::vector<float> cos_h(size_t(L * half)), sin_h(size_t(L * half));
+    cpu::rope_cos_sin(positions.data(), L, model.rope_inv_freq.data(), half, model.rope_attention_factor, cos_h.data(),
+                      sin_h.data());
+    dev.upload(cos_table, cos_h.data(), L * half);
+    dev.upload(sin_table, sin_h.data(), L * half);
+  }
 
   // Chunk scratch.
   const int64_t M = per_chunk * L;
-  std::vector<float> normed(size_t(M * H)), q(size_t(M * q_dim)), k(size_t(M * kv_dim)), v(size_t(M * kv_dim)),
-      delta(size_t(M * H)), gate(size_t(M * F)), up(size_t(M * F)), k_cache(size_t(kv_dim * L)),
-      v_cache(size_t(kv_dim * L));
+  const std::string scratch = "the calibration chunk's scratch";
+  float *normed = dev.alloc(M * H, scratch), *q = dev.alloc(M * q_dim, scratch), *k = dev.alloc(M * kv_dim, scratch),
+        *v = dev.alloc(M * kv_dim, scratch), *delta = dev.alloc(M * H, scratch), *gate = dev.alloc(M * F, scratch),
+        *up = dev.alloc(M * F, scratch);
+  // A linear's input rounded to its activation format (allocated when a recipe rounds one).
+  float* rounded = nullptr;
+
+  DeviceBlock db(dev);
+  // y[m, out] = layer(x[m, in]) as the runtime computes it: the input rounded to the layer's
+  // activation format if it has one, then x W^T (+ b), as cpu::DenseLinear and
+  // cpu::ActivationQuantizedLinear do.
+  auto run_linear = [&](const CalibratedLinear& lin, const float* x, int64_t m, float* y) {
+    const float* in = x;
+    if (lin.activations) {
+      if (!rounded) rounded = dev.alloc(M * std::max({H, q_dim, F}), scratch);
+      dev.copy(rounded, x, m * lin.cols);
+      dev.round_trip_rows(rounded, m, lin.cols, *lin.activations);
+      in = rounded;
+    }
+    dev.linear(in, m, lin.cols, db.weight(lin.kind), lin.rows, db.bias(lin.kind), y);
+  };
 
   // Calls fn(first window, windows, tokens) over the chunks.
   auto for_chunks = [&](const std::function<void(int64_t, int64_t, int64_t)>& fn) {
@@ -312,13 +336,14 @@ void calibrate_sequentially(const CalibrationModel& model, const std::vector<std
       const LinearKind kind = lin.kind;
       block.linear(kind) = std::move(lin);
     }
+    db.upload(block);  // later stages compute with the quantized weights
     if (options.on_stage_done) options.on_stage_done(l, input);
   };
-  // The MLP's activation silu(gate(h)) * up(h) of the chunk's normed rows.
+  // The MLP's activation silu(gate(h)) * up(h) of the chunk's normed rows, into gate.
   auto mlp_activation = [&](const Block& b, int64_t m) {
-    run_linear(b.linears[size_t(LinearKind::gate_proj)], b.bias(LinearKind::gate_proj), normed.data(), m, gate.data());
-    run_linear(b.linears[size_t(LinearKind::up_proj)], b.bias(LinearKind::up_proj), normed.data(), m, up.data());
-    cpu::silu_mul(gate.data(), up.data(), m * F, gate.data());
+    run_linear(b.linears[size_t(LinearKind::gate_proj)], normed, m, gate);
+    run_linear(b.linears[size_t(LinearKind::up_proj)], normed, m, up);
+    dev.silu_mul(gate, up, m * F, gate);
   };
 
   // The smoothing sample: every stride-th token of the pass, at most smooth_sample_rows of them.
@@ -333,14 +358,19 @@ void calibrate_sequentially(const CalibrationModel& model, const std::vector<std
   auto normed_stage = [&](int64_t l, LinearInput input, std::vector<float>& norm, Block& b,
                           const std::function<void(int64_t, int64_t)>& fill,
                           const std::function<void()>& before_quantize = {}) {
-    StatsAccumulator acc(H);
+    StatsAccumulator acc(dev, H);
     sample.clear();
     for_chunks([&](int64_t w0, int64_t, int64_t m) {
       fill(w0, m);
-      acc.add(normed.data(), m);
-      if (options.smooth)
-        for (int64_t i = 0; i < m; ++i)
-          if ((w0 * L + i) % sample_stride == 0) sample.insert(sample.end(), normed.data() + i * H, normed.data() + (i + 1) * H);
+      acc.add(normed, m);
+      if (options.smooth) {
+        // The chunk's rows i with (w0 * L + i) % sample_stride == 0.
+        const int64_t first = (sample_stride - (w0 * L) % sample_stride) % sample_stride;
+        const int64_t count = first < m ? (m - 1 - first) / sample_stride + 1 : 0;
+        const size_t at = sample.size();
+        sample.resize(at + size_t(count * H));
+        dev.download_rows(sample.data() + at, normed, H, first, sample_stride, count);
+      }
     });
     ActivationStats stats = std::move(acc).finish();
     if (options.smooth) {
@@ -358,10 +388,12 @@ void calibrate_sequentially(const CalibrationModel& model, const std::vector<std
         }
         merge_smoothing_into_norm(norm.data(), H, s.data(), refs);
         if (options.on_norm_changed) options.on_norm_changed(l, input, norm);
-        StatsAccumulator again(H);
+        db.upload(b);
+        const float* norm_d = input == LinearInput::attention_in ? db.attn_norm() : db.mlp_norm();
+        StatsAccumulator again(dev, H);
         for_chunks([&](int64_t w0, int64_t, int64_t m) {
-          cpu::rmsnorm(hidden.data() + w0 * L * H, m, H, norm.data(), eps, normed.data());
-          again.add(normed.data(), m);
+          dev.rmsnorm(hidden + w0 * L * H, m, H, norm_d, eps, normed);
+          again.add(normed, m);
         });
         stats = std::move(again).finish();
       }
@@ -376,15 +408,14 @@ void calibrate_sequentially(const CalibrationModel& model, const std::vector<std
   // part merged into q_proj / k_proj (rows, and biases), the post-RoPE part kept for attention.
   auto rope_scale_block = [&](int64_t l, Block& b) {
     KeyStatistics ks(c.num_kv_heads, d);
-    std::vector<float> rotated(size_t(M * kv_dim));
+    std::vector<float> k_h(size_t(M * kv_dim)), rotated_h(size_t(M * kv_dim));
     for_chunks([&](int64_t w0, int64_t nw, int64_t m) {
-      cpu::rmsnorm(hidden.data() + w0 * L * H, m, H, b.attn_norm.data(), eps, normed.data());
-      run_linear(b.linear(LinearKind::k_proj), b.bias(LinearKind::k_proj), normed.data(), m, k.data());
-      std::copy_n(k.data(), m * kv_dim, rotated.data());
-      for (int64_t w = 0; w < nw; ++w)
-        cpu::rope_apply(rotated.data() + w * L * kv_dim, L, c.num_kv_heads, d, kv_dim, cos_table.data(),
-                        sin_table.data());
-      ks.add(k.data(), rotated.data(), m, kv_dim);
+      dev.rmsnorm(hidden + w0 * L * H, m, H, db.attn_norm(), eps, normed);
+      run_linear(b.linear(LinearKind::k_proj), normed, m, k);
+      dev.download(k_h.data(), k, m * kv_dim);
+      dev.rope(k, nw, L, c.num_kv_heads, d, kv_dim, cos_table, sin_table);
+      dev.download(rotated_h.data(), k, m * kv_dim);
+      ks.add(k_h.data(), rotated_h.data(), m, kv_dim);
     });
     RopeScales s = options.rope_scale(l, ks);
     for (const std::vector<float>* v : {&s.pre, &s.post})
@@ -399,73 +430,62 @@ void calibrate_sequentially(const CalibrationModel& model, const std::vector<std
       std::vector<float>& kb = b.biases[size_t(LinearKind::k_proj)];
       QF_CHECK(qb.empty() == kb.empty(), "calibration: layer ", l, " has a bias on only one of q_proj and k_proj");
       if (!qb.empty()) merge_pre_rope_scale(qb.data(), kb.data(), 1, s.pre, c.num_heads, c.num_kv_heads, d);
+      db.upload(b);
     }
     post_rope = std::move(s.post);
   };
 
   for (int64_t l = 0; l < c.num_layers; ++l) {
     Block b = load_block(ck, l);
+    db.upload(b);
 
     // 1. attention_in: rmsnorm(x) feeds q, k, v.
     post_rope.clear();
     normed_stage(
         l, LinearInput::attention_in, b.attn_norm, b,
-        [&](int64_t w0, int64_t m) {
-          cpu::rmsnorm(hidden.data() + w0 * L * H, m, H, b.attn_norm.data(), eps, normed.data());
-        },
+        [&](int64_t w0, int64_t m) { dev.rmsnorm(hidden + w0 * L * H, m, H, db.attn_norm(), eps, normed); },
         [&] {
           if (options.rope_scale) rope_scale_block(l, b);
         });
+    db.upload_post_rope(post_rope);
     // 2. attention_out: attention over the quantized q, k, v feeds o.
     {
-      StatsAccumulator acc(q_dim);
+      StatsAccumulator acc(dev, q_dim);
       for_chunks([&](int64_t w0, int64_t nw, int64_t m) {
-        cpu::rmsnorm(hidden.data() + w0 * L * H, m, H, b.attn_norm.data(), eps, normed.data());
-        run_linear(b.linear(LinearKind::q_proj), b.bias(LinearKind::q_proj), normed.data(), m, q.data());
-        run_linear(b.linear(LinearKind::k_proj), b.bias(LinearKind::k_proj), normed.data(), m, k.data());
-        run_linear(b.linear(LinearKind::v_proj), b.bias(LinearKind::v_proj), normed.data(), m, v.data());
-        for (int64_t w = 0; w < nw; ++w) {
-          float* qw = q.data() + w * L * q_dim;
-          float* kw = k.data() + w * L * kv_dim;
-          const float* vw = v.data() + w * L * kv_dim;
-          cpu::rope_apply(qw, L, c.num_heads, d, q_dim, cos_table.data(), sin_table.data());
-          cpu::rope_apply(kw, L, c.num_kv_heads, d, kv_dim, cos_table.data(), sin_table.data());
-          // As the engine: the post-RoPE scale, then Q rounded per (token, head) row.
-          if (!post_rope.empty())
-            apply_post_rope_scale(qw, q_dim, kw, kv_dim, L, post_rope.data(), c.num_heads, c.num_kv_heads, d);
-          if (model.query) cpu::round_trip_rows(qw, L * c.num_heads, d, *model.query, qw);
-          // The window's cache, [kv_head][position][head_dim] as the engine lays it out.
-          for (int64_t t = 0; t < L; ++t)
-            for (int64_t h = 0; h < c.num_kv_heads; ++h) {
-              float* kc = k_cache.data() + (h * L + t) * d;
-              float* vc = v_cache.data() + (h * L + t) * d;
-              std::copy_n(kw + t * kv_dim + h * d, d, kc);
-              std::copy_n(vw + t * kv_dim + h * d, d, vc);
-              if (model.kv_cache) {
-                cpu::round_trip_rows(kc, 1, d, *model.kv_cache, kc);
-                cpu::round_trip_rows(vc, 1, d, *model.kv_cache, vc);
-              }
-            }
-          cpu::attention(qw, q_dim, L, positions.data(), k_cache.data(), v_cache.data(), L * d, c.num_heads,
-                         c.num_kv_heads, d, attn_scale, attn.data() + (w0 + w) * L * q_dim, q_dim);
+        dev.rmsnorm(hidden + w0 * L * H, m, H, db.attn_norm(), eps, normed);
+        run_linear(b.linear(LinearKind::q_proj), normed, m, q);
+        run_linear(b.linear(LinearKind::k_proj), normed, m, k);
+        run_linear(b.linear(LinearKind::v_proj), normed, m, v);
+        dev.rope(q, nw, L, c.num_heads, d, q_dim, cos_table, sin_table);
+        dev.rope(k, nw, L, c.num_kv_heads, d, kv_dim, cos_table, sin_table);
+        // As the engine: the post-RoPE scale, then Q rounded per (token, head) row, K and V per
+        // (token, KV head) row as the engine writes its cache.
+        if (db.post_rope())
+          dev.post_rope_scale(q, q_dim, k, kv_dim, m, db.post_rope(), c.num_heads, c.num_kv_heads, d);
+        if (model.query) dev.round_trip_rows(q, m * c.num_heads, d, *model.query);
+        if (model.kv_cache) {
+          dev.round_trip_rows(k, m * c.num_kv_heads, d, *model.kv_cache);
+          dev.round_trip_rows(v, m * c.num_kv_heads, d, *model.kv_cache);
         }
-        acc.add(attn.data() + w0 * L * q_dim, m);
+        float* out = attn + w0 * L * q_dim;
+        dev.attention(q, k, v, nw, L, c.num_heads, c.num_kv_heads, d, attn_scale, out);
+        acc.add(out, m);
       });
       quantize_stage(l, LinearInput::attention_out, std::move(acc).finish(), b);
     }
     // 3. mlp_in: x += o(attention); rmsnorm(x) feeds gate and up.
     normed_stage(l, LinearInput::mlp_in, b.mlp_norm, b, [&](int64_t w0, int64_t m) {
-      float* x = hidden.data() + w0 * L * H;
-      run_linear(b.linear(LinearKind::o_proj), b.bias(LinearKind::o_proj), attn.data() + w0 * L * q_dim, m, delta.data());
-      cpu::add_rmsnorm(x, delta.data(), m, H, b.mlp_norm.data(), eps, normed.data());
+      float* x = hidden + w0 * L * H;
+      run_linear(b.linear(LinearKind::o_proj), attn + w0 * L * q_dim, m, delta);
+      dev.add_rmsnorm(x, delta, m, H, db.mlp_norm(), eps, normed);
     });
     // 4. mlp_act: silu(gate(h)) * up(h) feeds down.
     {
-      StatsAccumulator acc(F);
+      StatsAccumulator acc(dev, F);
       for_chunks([&](int64_t w0, int64_t, int64_t m) {
-        cpu::rmsnorm(hidden.data() + w0 * L * H, m, H, b.mlp_norm.data(), eps, normed.data());
+        dev.rmsnorm(hidden + w0 * L * H, m, H, db.mlp_norm(), eps, normed);
         mlp_activation(b, m);
-        acc.add(gate.data(), m);
+        acc.add(gate, m);
       });
       quantize_stage(l, LinearInput::mlp_act, std::move(acc).finish(), b);
     }
@@ -473,11 +493,11 @@ void calibrate_sequentially(const CalibrationModel& model, const std::vector<std
     // activation is recomputed rather than kept from stage 4: [N*L, ffn] floats would be the
     // largest buffer of all, 1.6 GB for the default model.)
     for_chunks([&](int64_t w0, int64_t, int64_t m) {
-      float* x = hidden.data() + w0 * L * H;
-      cpu::rmsnorm(x, m, H, b.mlp_norm.data(), eps, normed.data());
+      float* x = hidden + w0 * L * H;
+      dev.rmsnorm(x, m, H, db.mlp_norm(), eps, normed);
       mlp_activation(b, m);
-      run_linear(b.linear(LinearKind::down_proj), b.bias(LinearKind::down_proj), gate.data(), m, delta.data());
-      cpu::add_inplace(x, delta.data(), m * H);
+      run_linear(b.linear(LinearKind::down_proj), gate, m, delta);
+      dev.add(x, delta, m * H);
     });
   }
 }

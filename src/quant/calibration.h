@@ -1,4 +1,5 @@
-// Calibration: run calibration text through a Llama-family model block by block on the CPU and
+// Calibration: run calibration text through a Llama-family model block by block, on the CPU or
+// the GPU (calibration_device.h), and
 // collect, for every linear layer's input, the statistics the weight algorithms need — the
 // Hessian H = X^T X, per-channel absmax and a histogram for percentiles, per-token ranges —
 // while the caller quantizes each layer as soon as its statistics are complete.
@@ -14,14 +15,17 @@
 // (tests/quant/test_calibration.cpp checks exactly this against the CPU engine).
 //
 // Numerics: the forward pass is the CPU engine's (the same ops in the same order, FP32, weights
-// widened to F32), so its activations are bit-identical to the engine's. H is accumulated as
+// widened to F32), so on the CPU device its activations are bit-identical to the engine's; the
+// GPU device computes the same FP32 ops in other summation orders. H is accumulated as
 // an F32 GEMM per chunk of windows (<= chunk_tokens tokens: relative rounding ~ sqrt(m) * 2^-24,
-// about 3e-6 for m = 2048, far below the statistic's own sampling noise) and summed across
-// chunks in double, so the total over 10^5..10^6 tokens does not lose F32's digits.
+// about 3e-6 for the CPU's m = 2048 and 8e-6 for the GPU's 16384, far below the statistic's own
+// sampling noise) and summed across chunks in double, so the total over 10^5..10^6 tokens does
+// not lose F32's digits.
 //
-// Memory: the residual stream of all windows [N*L, hidden] and the attention outputs
-// [N*L, heads*head_dim] in F32, plus one chunk's intermediates and one block's weights; nothing
-// scales with the number of layers. Default model, 128 x 2048 windows: 2 x 604 MB. For a 7B
+// Memory (the device's: host or GPU): the residual stream of all windows [N*L, hidden] and the
+// attention outputs [N*L, heads*head_dim] in F32, plus one chunk's intermediates and one block's
+// weights (twice on the GPU: the host keeps the callbacks' copy); nothing scales with the number
+// of layers. Default model, 128 x 2048 windows: 2 x 604 MB. For a 7B
 // model (hidden 4096) that is 2 x 4.3 GB; bound it with fewer samples or a shorter seqlen (the
 // GPTQ paper's 128 x 2048 is not sacred: 128 x 512 changes little), or stream the residual
 // stream through a file-backed mapping (not done here).
@@ -36,6 +40,7 @@
 
 #include "formats/format.h"
 #include "io/checkpoint.h"
+#include "quant/calibration_device.h"
 #include "quant/recipe.h"
 #include "quant/rope_scale.h"
 #include "quant/rtn.h"
@@ -148,7 +153,10 @@ using SmoothInput = std::function<std::vector<float>(int64_t layer, LinearInput 
                                                      int64_t sample_rows)>;
 
 struct CalibrationOptions {
-  int64_t chunk_tokens = 2048;  // windows per chunk = max(1, chunk_tokens / seqlen)
+  // Where the pass computes (calibration_device.h); null: the CPU.
+  CalibrationDevice* device = nullptr;
+  // Windows per chunk = max(1, chunk_tokens / seqlen); 0: the device's default.
+  int64_t chunk_tokens = 0;
   SmoothInput smooth;            // optional
   // At most this many rows in `smooth`'s sample: 1024 rows x the linears' outputs rank the
   // alphas reliably, and FireQ's search (21 alphas x 2 inputs x blocks, each an RTN of the

@@ -125,51 +125,92 @@ GptqResult gptq_quantize(const float* w, int64_t rows, int64_t cols, const Hessi
   float* q_out = result.weight.dequantized.data();
   std::vector<double> row_loss(size_t(rows), 0.0);
 
-  // The sweep, over independent chunks of rows. wp holds a chunk's weights in processing order.
-  parallel_for(rows, 8, [&](int64_t r0, int64_t r1) {
-    const int64_t m = r1 - r0;
-    std::vector<float> wp(static_cast<size_t>(m * n)), errors(static_cast<size_t>(m * batch)),
-        product(static_cast<size_t>(m * kUpdateTile));
-    for (int64_t r = 0; r < m; ++r)
-      for (int64_t p = 0; p < n; ++p) wp[size_t(r * n + p)] = w0[size_t((r0 + r) * cols + order[size_t(p)])];
-    for (int64_t i1 = 0; i1 < n; i1 += batch) {
-      const int64_t i2 = std::min(i1 + batch, n);
-      for (int64_t i = i1; i < i2; ++i) {
-        if (group != 0 && i % group == 0) {  // a lazy group starts: its scale from the current weights
-          // A tensor scale was fixed from the original weights, which the updates may outgrow:
-          // saturate then (the clipped part is error like any other and is fed back).
-          for (int64_t r = 0; r < m; ++r)
-            grid.set_block(r0 + r, i / group,
-                           search_block_scale(format, wp.data() + r * n + i, 1, std::min(group, n - i), n, nullptr,
-                                              grid.tensor_scale(), options.clip, /*saturate=*/true));
-        }
-        const float d = u[size_t(i * n + i)];
-        const float* u_row = u.data() + i * n;
-        const int64_t col = order[size_t(i)];
-        for (int64_t r = 0; r < m; ++r) {
-          float* w_row = wp.data() + r * n;
-          const float x = w_row[i];
-          const float q = grid.round(r0 + r, col, x);
-          q_out[(r0 + r) * cols + col] = q;
-          const float err = (x - q) / d;
-          row_loss[size_t(r0 + r)] += double(err) * double(err);
-          errors[size_t(r * batch + (i - i1))] = err;
-          for (int64_t k = i + 1; k < i2; ++k) w_row[k] -= err * u_row[k];
-        }
+  // Quantizes processing columns [i1, i2) of the m rows from r0: element (r, i) of their current
+  // weights is w[r * ld + i - base] (held up to the batch's end, and to the end of a lazy group
+  // starting in it); the in-batch updates go into w, the errors (w - q) / U_ii into
+  // errors[r * batch + i - i1].
+  auto round_batch = [&](int64_t r0, int64_t m, float* w, int64_t ld, int64_t base, int64_t i1, int64_t i2,
+                         float* errors) {
+    for (int64_t i = i1; i < i2; ++i) {
+      if (group != 0 && i % group == 0) {  // a lazy group starts: its scale from the current weights
+        // A tensor scale was fixed from the original weights, which the updates may outgrow:
+        // saturate then (the clipped part is error like any other and is fed back).
+        for (int64_t r = 0; r < m; ++r)
+          grid.set_block(r0 + r, i / group,
+                         search_block_scale(format, w + r * ld + i - base, 1, std::min(group, n - i), ld, nullptr,
+                                            grid.tensor_scale(), options.clip, /*saturate=*/true));
       }
-      // The deferred update of the columns after the batch: wp[:, i2:] -= E · U[i1:i2, i2:].
-      for (int64_t c0 = i2; c0 < n; c0 += kUpdateTile) {
-        const int64_t width = std::min(kUpdateTile, n - c0);
-        cpu::gemm(m, width, i2 - i1, errors.data(), batch, u.data() + i1 * n + c0, DType::F32, n, cpu::BLayout::KN,
-                  product.data(), width, /*parallel=*/false);
-        for (int64_t r = 0; r < m; ++r) {
-          float* w_row = wp.data() + r * n + c0;
-          const float* p_row = product.data() + r * width;
-          for (int64_t c = 0; c < width; ++c) w_row[c] -= p_row[c];
-        }
+      const float d = u[size_t(i * n + i)];
+      const float* u_row = u.data() + i * n;
+      const int64_t col = order[size_t(i)];
+      for (int64_t r = 0; r < m; ++r) {
+        float* w_row = w + r * ld - base;
+        const float x = w_row[i];
+        const float q = grid.round(r0 + r, col, x);
+        q_out[(r0 + r) * cols + col] = q;
+        const float err = (x - q) / d;
+        row_loss[size_t(r0 + r)] += double(err) * double(err);
+        errors[size_t(r * batch + (i - i1))] = err;
+        for (int64_t k = i + 1; k < i2; ++k) w_row[k] -= err * u_row[k];
       }
     }
-  });
+  };
+
+  if (options.device) {
+    // The weights and U live on the device, which applies each batch's deferred update to every
+    // row at once as one GEMM (the O(rows x cols^2) part); the host fetches a batch's columns,
+    // rounds them onto the grid (formats' codecs) and sends the errors back.
+    CalibrationDevice& dev = *options.device;
+    float* w_d = dev.scratch(0, rows * n, "GPTQ's weights");
+    float* u_d = dev.scratch(1, n * n, "GPTQ's inverse Hessian factor");
+    float* e_d = dev.scratch(2, rows * batch, "GPTQ's batch errors");
+    {
+      std::vector<float> wp(static_cast<size_t>(rows * n));
+      parallel_for(rows, 64, [&](int64_t r0, int64_t r1) {
+        for (int64_t r = r0; r < r1; ++r)
+          for (int64_t p = 0; p < n; ++p) wp[size_t(r * n + p)] = w0[size_t(r * cols + order[size_t(p)])];
+      });
+      dev.upload(w_d, wp.data(), rows * n);
+    }
+    dev.upload(u_d, u.data(), n * n);
+    const int64_t span = std::max(batch, group);
+    std::vector<float> wb(static_cast<size_t>(rows * span)), errors(static_cast<size_t>(rows * batch));
+    for (int64_t i1 = 0; i1 < n; i1 += batch) {
+      const int64_t i2 = std::min(i1 + batch, n), width = std::min(n, i1 + span) - i1;
+      dev.download_columns(wb.data(), w_d, n, i1, rows, width);
+      parallel_for(rows, 8, [&](int64_t r0, int64_t r1) {
+        round_batch(r0, r1 - r0, wb.data() + r0 * width, width, i1, i1, i2, errors.data() + r0 * batch);
+      });
+      if (i2 < n) {
+        dev.upload(e_d, errors.data(), rows * batch);
+        dev.gemm_subtract(e_d, batch, u_d + i1 * n + i2, n, w_d + i2, n, rows, n - i2, i2 - i1);
+      }
+    }
+  } else {
+    // The sweep, over independent chunks of rows. wp holds a chunk's weights in processing order.
+    parallel_for(rows, 8, [&](int64_t r0, int64_t r1) {
+      const int64_t m = r1 - r0;
+      std::vector<float> wp(static_cast<size_t>(m * n)), errors(static_cast<size_t>(m * batch)),
+          product(static_cast<size_t>(m * kUpdateTile));
+      for (int64_t r = 0; r < m; ++r)
+        for (int64_t p = 0; p < n; ++p) wp[size_t(r * n + p)] = w0[size_t((r0 + r) * cols + order[size_t(p)])];
+      for (int64_t i1 = 0; i1 < n; i1 += batch) {
+        const int64_t i2 = std::min(i1 + batch, n);
+        round_batch(r0, m, wp.data(), n, 0, i1, i2, errors.data());
+        // The deferred update of the columns after the batch: wp[:, i2:] -= E · U[i1:i2, i2:].
+        for (int64_t c0 = i2; c0 < n; c0 += kUpdateTile) {
+          const int64_t width = std::min(kUpdateTile, n - c0);
+          cpu::gemm(m, width, i2 - i1, errors.data(), batch, u.data() + i1 * n + c0, DType::F32, n, cpu::BLayout::KN,
+                    product.data(), width, /*parallel=*/false);
+          for (int64_t r = 0; r < m; ++r) {
+            float* w_row = wp.data() + r * n + c0;
+            const float* p_row = product.data() + r * width;
+            for (int64_t c = 0; c < width; ++c) w_row[c] -= p_row[c];
+          }
+        }
+      }
+    });
+  }
 
   for (double l : row_loss) result.loss += l;
   result.weight.q = std::move(grid).release();

@@ -2,7 +2,7 @@
 // Pre-trained Transformers", Algorithm 1): quantize a linear layer's weight one input column at a
 // time and spread each column's rounding error over the columns not yet quantized, weighted by
 // the inverse Hessian, so the layer's output on the calibration inputs changes as little as it
-// can. This CPU version is the reference (the "CPU twin") of a GPU version.
+// can. The CPU version is the reference (the "CPU twin") of the GPU one (GptqOptions::device).
 //
 // Per row w (an output channel), with H = X^T X the inputs' second moment (rtn.h HessianView)
 // and U the upper Cholesky factor of H^{-1} (U^T U = H^{-1}), for columns j in order:
@@ -34,6 +34,7 @@
 #include <cstdint>
 #include <vector>
 
+#include "quant/calibration_device.h"
 #include "quant/grid.h"
 #include "quant/rtn.h"
 
@@ -47,6 +48,11 @@ struct GptqOptions {
   // A clipping search (weight MSE over the block, rtn.h) when a block's scale is chosen; off
   // by default, as in the paper.
   ClipSearch clip;
+  // Where the deferred batch updates run (calibration_device.h); null: the CPU, row chunk by row
+  // chunk. With a device (the GPU), the weights stay there and the host only rounds each batch's
+  // columns; the result equals the CPU's up to the updates' FP32 summation order (a rare element
+  // at a rounding tie may take the neighbouring code). Not a recipe setting: the caller's choice.
+  CalibrationDevice* device = nullptr;
 };
 
 struct GptqResult {

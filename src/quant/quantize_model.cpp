@@ -25,13 +25,15 @@ struct LayerResult {
 };
 
 // Quantizes one weight w [rows, cols] by the layer's recipe; `h` is its input's full Hessian
-// (empty without calibration).
+// (empty without calibration); GPTQ's updates run on `device` when there is one.
 LayerResult quantize_layer(const std::string& name, const float* w, int64_t rows, int64_t cols, const LinearRecipe& r,
-                           const HessianView& h) {
+                           const HessianView& h, CalibrationDevice* device) {
   LayerResult out;
   if (r.algorithm == WeightAlgorithm::gptq) {
     QF_CHECK(!h.empty(), name, ": GPTQ needs calibration statistics");
-    out.weight = gptq_quantize(w, rows, cols, h, r.weights, r.gptq).weight;
+    GptqOptions o = r.gptq;
+    o.device = device;
+    out.weight = gptq_quantize(w, rows, cols, h, r.weights, o).weight;
   } else {
     RtnOptions o;
     o.clip = r.rtn_clip;
@@ -93,7 +95,7 @@ QuantizedModel quantize_model(const Checkpoint& ck, const Recipe& recipe, const 
   auto timed_quantize = [&](const std::string& name, const float* w, int64_t rows, int64_t cols, const LinearRecipe& lr,
                             const HessianView& h) {
     const auto t0 = std::chrono::steady_clock::now();
-    LayerResult r = quantize_layer(name, w, rows, cols, lr, h);
+    LayerResult r = quantize_layer(name, w, rows, cols, lr, h, options.device);
     algorithm_seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     return r;
   };
@@ -120,6 +122,8 @@ QuantizedModel quantize_model(const Checkpoint& ck, const Recipe& recipe, const 
     cm.kv_cache = recipe.kv_cache;
     cm.query = recipe.query;
     CalibrationOptions co;
+    co.device = options.device;
+    if (options.device) m.quantization.calibration["device"] = options.device->name();
     if (const std::optional<RopeScaleTransform> rs = recipe.rope_scaling()) {
       // FireQ's RoPE-aware scaling: the pre-RoPE scale goes into q_proj / k_proj (the pass merges
       // it into the weights; the biases, stored dense, are merged here), the post-RoPE scale into

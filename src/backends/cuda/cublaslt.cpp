@@ -76,10 +76,18 @@ CublasLt::Plan& CublasLt::plan_for(const PlanKey& key, const float* x_scale, con
   prepare();
   auto plan = std::make_unique<Plan>();
   const bool fp8 = key.kind == Kind::fp8 || key.kind == Kind::fp8_fast_accum || key.kind == Kind::fp8_rowwise;
-  const cudaDataType_t in_type = fp8 ? CUDA_R_8F_E4M3 : CUDA_R_16BF;
+  const bool f32 = key.kind == Kind::f32 || key.kind == Kind::f32_gram || key.kind == Kind::f32_update;
+  const cudaDataType_t in_type = fp8 ? CUDA_R_8F_E4M3 : f32 ? CUDA_R_32F : CUDA_R_16BF;
 
   QF_CUBLAS_CHECK(cublasLtMatmulDescCreate(&plan->op, CUBLAS_COMPUTE_32F, CUDA_R_32F));
-  const cublasOperation_t trans_a = CUBLAS_OP_T, trans_b = CUBLAS_OP_N;
+  // The Gram matrix x^T x: with x [m, c] row-major = column-major X [c, m], G = X · X^T, i.e.
+  // (cuBLAS's m, n, k) = (c, c, tokens), A = X not transposed, B = X transposed.
+  // The GPTQ update c[m, n] -= a[m, k] · b[k, n] (row-major, strided): column-major C^T = C^T -
+  // B^T A^T with B^T = b as a column-major [n, k] (ld ld_w) and A^T = a as [k, m] (ld ld_x), both
+  // not transposed; key (m, n, k) = (m, n, k) of the row-major product.
+  const bool gram = key.kind == Kind::f32_gram, update = key.kind == Kind::f32_update;
+  const cublasOperation_t trans_a = gram || update ? CUBLAS_OP_N : CUBLAS_OP_T,
+                          trans_b = gram ? CUBLAS_OP_T : CUBLAS_OP_N;
   QF_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(plan->op, CUBLASLT_MATMUL_DESC_TRANSA, &trans_a, sizeof trans_a));
   QF_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(plan->op, CUBLASLT_MATMUL_DESC_TRANSB, &trans_b, sizeof trans_b));
   if (fp8) {
@@ -96,10 +104,18 @@ CublasLt::Plan& CublasLt::plan_for(const PlanKey& key, const float* x_scale, con
       QF_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(plan->op, CUBLASLT_MATMUL_DESC_B_SCALE_MODE, &mode, sizeof mode));
     }
   }
-  QF_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&plan->a, in_type, key.k, key.n, key.k));
-  QF_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&plan->b, in_type, key.k, key.m, key.k));
-  const cudaDataType_t out_type = key.kind == Kind::bf16_f32out ? CUDA_R_32F : CUDA_R_16BF;
-  QF_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&plan->c, out_type, key.n, key.m, key.n));
+  if (update) {
+    QF_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&plan->a, in_type, key.n, key.k, key.ld_w));
+    QF_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&plan->b, in_type, key.k, key.m, key.ld_x));
+  } else if (gram) {  // key: (m, n, k) = (c, c, tokens); both operands are X [c, tokens], ld c
+    QF_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&plan->a, in_type, key.n, key.k, key.n));
+    QF_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&plan->b, in_type, key.m, key.k, key.m));
+  } else {
+    QF_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&plan->a, in_type, key.k, key.n, key.k));
+    QF_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&plan->b, in_type, key.k, key.m, key.k));
+  }
+  const cudaDataType_t out_type = key.kind == Kind::bf16_f32out || f32 ? CUDA_R_32F : CUDA_R_16BF;
+  QF_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&plan->c, out_type, key.n, key.m, update ? key.ld_y : key.n));
 
   cublasLtMatmulPreference_t pref = nullptr;
   QF_CUBLAS_CHECK(cublasLtMatmulPreferenceCreate(&pref));
@@ -133,13 +149,12 @@ CublasLt::Plan& CublasLt::plan_for(const PlanKey& key, const float* x_scale, con
            fp8 ? (key.kind == Kind::fp8_fast_accum ? "FP8 E4M3 (fast accumulation)"
                   : key.kind == Kind::fp8_rowwise  ? "FP8 E4M3 (row-wise scales)"
                                                    : "FP8 E4M3")
-               : "BF16", " GEMM for M=", key.m, " N=", key.n, " K=", key.k,
+           : f32 ? "FP32" : "BF16", " GEMM for M=", key.m, " N=", key.n, " K=", key.k,
            " (pointer alignment x ", key.align_x, ", W ", key.align_w, ", y ", key.align_y, " bytes)");
   return *plans_.emplace(key, std::move(plan)).first->second;
 }
 
-void CublasLt::run(Plan& plan, const void* x, const void* w, void* y, cudaStream_t stream) {
-  const float alpha = 1.f, beta = 0.f;  // beta = 0: C (= y) is not read
+void CublasLt::run(Plan& plan, const void* x, const void* w, void* y, cudaStream_t stream, float alpha, float beta) {
   auto matmul = [&](const cublasLtMatmulAlgo_t& algo) {
     return cublasLtMatmul(handle_, plan.op, &alpha, w, plan.a, x, plan.b, &beta, y, plan.c, y, plan.c, &algo,
                           workspace_.data(), workspace_.size(), stream);
@@ -159,6 +174,28 @@ void CublasLt::run(Plan& plan, const void* x, const void* w, void* y, cudaStream
            " algorithms its heuristic offered (CUBLAS_STATUS_NOT_SUPPORTED); set CUBLASLT_LOG_LEVEL=5 to see why");
   QF_CUBLAS_CHECK(st);
   plan.validated = true;
+}
+
+void CublasLt::linear_f32(const float* x, const float* w, float* y, int64_t m, int64_t n, int64_t k,
+                          cudaStream_t stream) {
+  QF_CHECK(m >= 1 && n >= 1 && k >= 1, "cuBLASLt FP32 linear: bad shape M=", m, " N=", n, " K=", k);
+  const PlanKey key{Kind::f32, m, n, k, pointer_alignment(x), pointer_alignment(w), pointer_alignment(y)};
+  run(plan_for(key, nullptr, nullptr), x, w, y, stream);
+}
+
+void CublasLt::gram_f32(const float* x, float* g, int64_t m, int64_t c, cudaStream_t stream) {
+  QF_CHECK(m >= 1 && c >= 1, "cuBLASLt FP32 Gram matrix: bad shape ", m, " x ", c);
+  const PlanKey key{Kind::f32_gram, c, c, m, pointer_alignment(x), pointer_alignment(x), pointer_alignment(g)};
+  run(plan_for(key, nullptr, nullptr), x, x, g, stream);
+}
+
+void CublasLt::gemm_subtract_f32(const float* a, int64_t lda, const float* b, int64_t ldb, float* c, int64_t ldc,
+                                 int64_t m, int64_t n, int64_t k, cudaStream_t stream) {
+  QF_CHECK(m >= 1 && n >= 1 && k >= 1 && lda >= k && ldb >= n && ldc >= n, "cuBLASLt FP32 update: bad shape M=", m,
+           " N=", n, " K=", k, " (strides ", lda, ", ", ldb, ", ", ldc, ")");
+  PlanKey key{Kind::f32_update, m, n, k, pointer_alignment(a), pointer_alignment(b), pointer_alignment(c)};
+  key.ld_x = lda, key.ld_w = ldb, key.ld_y = ldc;
+  run(plan_for(key, nullptr, nullptr), a, b, c, stream, -1.f, 1.f);
 }
 
 void CublasLt::linear_bf16(const __nv_bfloat16* x, const __nv_bfloat16* w, __nv_bfloat16* y, int64_t m, int64_t n,

@@ -66,6 +66,19 @@ class CublasLt {
   void linear_bf16_f32out(const __nv_bfloat16* x, const __nv_bfloat16* w, float* y, int64_t m, int64_t n, int64_t k,
                           cudaStream_t stream);
 
+  // y = x · W^T in FP32 (inputs, output and accumulation; CUBLAS_COMPUTE_32F, no TF32): the
+  // calibration pass's linears (calibration_ops.h), whose statistics are those of FP32 math.
+  void linear_f32(const float* x, const float* w, float* y, int64_t m, int64_t n, int64_t k, cudaStream_t stream);
+
+  // g[c, c] = x^T x for x [m, c] row-major, in FP32 (symmetric: row-major and column-major are the
+  // same matrix up to each entry's summation order): the Hessian of a calibration chunk.
+  void gram_f32(const float* x, float* g, int64_t m, int64_t c, cudaStream_t stream);
+
+  // c[m, n] -= a[m, k] · b[k, n] in FP32, row-major with row strides lda, ldb, ldc (elements):
+  // GPTQ's deferred update of the columns after a batch (quant/gptq.h), b a block of U's rows.
+  void gemm_subtract_f32(const float* a, int64_t lda, const float* b, int64_t ldb, float* c, int64_t ldc, int64_t m,
+                         int64_t n, int64_t k, cudaStream_t stream);
+
   static bool fp8_supports(int64_t m, int64_t n, int64_t k);
 
   // Creates the handle and the workspace now (before a CUDA graph capture, which forbids
@@ -76,11 +89,12 @@ class CublasLt {
   size_t plan_count() const { return plans_.size(); }
 
  private:
-  enum class Kind : uint8_t { bf16, fp8, fp8_fast_accum, fp8_rowwise, bf16_f32out };
+  enum class Kind : uint8_t { bf16, fp8, fp8_fast_accum, fp8_rowwise, bf16_f32out, f32, f32_gram, f32_update };
   struct PlanKey {
     Kind kind;
     int64_t m, n, k;
     uint32_t align_x, align_w, align_y;
+    int64_t ld_x = 0, ld_w = 0, ld_y = 0;  // f32_update's strides (the others are dense)
     bool operator==(const PlanKey&) const = default;
   };
   struct PlanKeyHash {
@@ -89,7 +103,8 @@ class CublasLt {
   struct Plan;
 
   Plan& plan_for(const PlanKey& key, const float* x_scale, const float* w_scale);
-  void run(Plan& plan, const void* x, const void* w, void* y, cudaStream_t stream);
+  // y = alpha · op(w) op(x) + beta · y (beta = 0: y is not read).
+  void run(Plan& plan, const void* x, const void* w, void* y, cudaStream_t stream, float alpha = 1.f, float beta = 0.f);
   void run_fp8(Kind kind, const __nv_fp8_e4m3* x, const float* x_scale, const __nv_fp8_e4m3* w, const float* w_scale,
                __nv_bfloat16* y, int64_t m, int64_t n, int64_t k, cudaStream_t stream);
 
