@@ -30,12 +30,14 @@ struct EngineFlags {
   std::string kv_cache;     // EngineOptions::kv_cache_format
   std::string query;        // EngineOptions::query_format
   bool bf16_prefill_attention = false;  // !EngineOptions::fp8_prefill_attention
+  bool simulate = false;                 // EngineOptions::simulate
 };
 
 inline void add_engine_flags(CLI::App* cmd, EngineFlags& f) {
   cmd->add_option("--device", f.device,
-                  "Where to run: cpu (the FP32 reference engine) or cuda (the BF16 GPU engine). Default: cuda when "
-                  "this build has CUDA and a Hopper GPU is present, else cpu; --activations/--kv-cache imply cpu")
+                  "Where to run: cpu (the FP32 reference engine) or cuda (the GPU: its BF16/FP8/INT4 kernels, or the FP32 "
+                  "simulation engine for what they do not run, e.g. --activations, or with --simulate). Default: cuda "
+                  "when this build has CUDA and a Hopper GPU is present, else cpu")
       ->check(CLI::IsMember({"cpu", "cuda"}));
   cmd->add_option("--threads", f.threads, "CPU threads (default: $QF_THREADS or all cores)")
       ->check(CLI::NonNegativeNumber);
@@ -48,6 +50,10 @@ inline void add_engine_flags(CLI::App* cmd, EngineFlags& f) {
   cmd->add_option("--query", f.query,
                   "Simulate quantized attention queries: round each (token, head) query vector after RoPE to this "
                   "format, e.g. fp8_e4m3:token (FireQ's FP8 attention)");
+  cmd->add_flag("--simulate", f.simulate,
+                "CUDA: run the FP32 simulation engine (the CPU engine's numerics on the GPU: weights at their exact "
+                "dequantized values, activations, KV cache and queries rounded as the checkpoint says) even where "
+                "the fast kernels could run the checkpoint; what a recipe costs in accuracy, at GPU speed");
   cmd->add_flag("--bf16-prefill-attention", f.bf16_prefill_attention,
                 "CUDA, FireQ checkpoints (INT4/FP8 KV cache, FP8 queries): run prefill attention in BF16 over a "
                 "dequantized copy of the cache instead of on FP8 tensor cores (slower; no FP8 rounding of the "
@@ -60,24 +66,19 @@ inline Device apply_engine_flags(const EngineFlags& f) {
   if (!f.kv_cache.empty()) (void)Format::parse(f.kv_cache);
   if (!f.query.empty()) (void)Format::parse(f.query);
   if (f.threads > 0) set_num_threads(f.threads);
-  const bool simulating = !f.activations.empty() || !f.kv_cache.empty() || !f.query.empty();
-  const Device d = !f.device.empty() ? parse_device(f.device) : simulating ? Device::Cpu : default_device();
-  QF_CHECK(d == Device::Cpu || !simulating,
-           "--activations, --kv-cache and --query are simulations of the CPU engine (--device cpu)");
+  const Device d = !f.device.empty() ? parse_device(f.device) : default_device();
+  QF_CHECK(!f.simulate || d == Device::Cuda, "--simulate runs the FP32 simulation on the GPU (--device cuda); the CPU "
+                                             "engine simulates already");
   require_device(d);
   return d;
 }
 
-// After loading: a quantized checkpoint that rounds activations or the KV cache in a way the
-// CUDA engine does not run (engine.h cuda_runs_natively) runs on the
-// CPU engine. When --device was not given, switch to the CPU with a note instead of failing; an
-// explicit --device cuda fails in create_engine.
+// After loading: says when the GPU runs a quantized checkpoint in the FP32 simulation engine
+// (activation, KV-cache or query rounding its kernels do not run; engine.h cuda_runs_natively).
 inline Device settle_device(const EngineFlags& f, Device d, const Model& model) {
-  if (d == Device::Cuda && f.device.empty() && !cuda_runs_natively(model)) {
-    std::fprintf(stderr, "qforge: this checkpoint rounds activations or the KV cache in a way only the CPU engine "
-                         "simulates: running on the CPU (--device cpu)\n");
-    return Device::Cpu;
-  }
+  if (d == Device::Cuda && !f.simulate && (!cuda_runs_natively(model) || !f.activations.empty()))
+    std::fprintf(stderr, "qforge: the GPU kernels do not run this rounding: running the FP32 simulation engine on the "
+                         "GPU (the CPU engine's numerics)\n");
   return d;
 }
 
@@ -87,6 +88,7 @@ inline void fill_engine_options(const EngineFlags& f, Device device, EngineOptio
   o.kv_cache_format = f.kv_cache;
   o.query_format = f.query;
   o.fp8_prefill_attention = !f.bf16_prefill_attention;
+  o.simulate = f.simulate;
 }
 
 // What the engine rounds linear inputs / the KV cache to, for reports: the flag if given, else

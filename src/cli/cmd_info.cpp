@@ -110,7 +110,7 @@ void run_info(const std::string& model_arg) {
     // ones it has kernels for (runtime/cuda_engine.h cuda_linears_for).
     const std::optional<CudaLinearMode> cuda = cuda_linears_for(q);
     const std::optional<CudaAttentionMode> att = cuda_attention_for(q.kv_cache, q.query);
-    std::string gpu = "not natively (activation / KV-cache rounding only the CPU simulates)";
+    std::string gpu = "in the FP32 simulation engine (its kernels do not run this activation / KV-cache rounding)";
     if (cuda && att) {
       if (cuda->kind == CudaLinears::w4a8) gpu = "FireQ INT4 x FP8 kernels (w4a8)";
       else if (cuda->kind == CudaLinears::fpx) gpu = cuda_linears_name(*cuda) + " x BF16 kernels (FP6-LLM)";
@@ -119,7 +119,8 @@ void run_info(const std::string& model_arg) {
         gpu += str("; attention: ", cuda_attention_name(*att),
                    att->kv != cuda::KvElement::bf16 && att->q_fp8 ? " (FP8 prefill attention)" : "");
     }
-    std::printf("runs           CPU: simulated exactly (weights dequantized, activations rounded); CUDA: %s\n",
+    std::printf("runs           CPU: simulated exactly (weights dequantized, activations rounded); CUDA: %s; "
+                "CUDA --simulate: the same simulation as the CPU's, in FP32 on the GPU\n",
                 gpu.c_str());
   }
   std::printf("tokenizer      %s, %ld tokens, BOS %d%s, EOS %d\n", m.tokenizer.kind().c_str(),

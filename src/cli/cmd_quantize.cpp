@@ -140,12 +140,12 @@ void run_quantize(const QuantizeArgs& a) {
                recipe.description.c_str());
 
   QuantizeModelOptions o;
-  std::unique_ptr<CalibrationDevice> device;
+  std::unique_ptr<Fp32Device> device;
   if (recipe.needs_calibration()) {
     // The calibration pass on the GPU when one is present (or asked for), else on the CPU.
     const Device d = a.device.empty() ? default_device() : parse_device(a.device);
     require_device(d);
-    device = d == Device::Cuda ? make_cuda_calibration_device() : make_cpu_calibration_device();
+    device = d == Device::Cuda ? make_cuda_fp32_device() : make_cpu_fp32_device();
     o.device = device.get();
     const std::string calib = a.calib.empty() ? shared_data_file("wikitext-2-valid-tokens.txt") : a.calib;
     QF_CHECK(a.seqlen <= c.max_position_embeddings, "--seqlen ", a.seqlen, " exceeds the model's context of ",

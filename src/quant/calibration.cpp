@@ -12,7 +12,7 @@
 #include "core/error.h"
 #include "core/thread_pool.h"
 #include "formats/convert.h"
-#include "quant/calibration_device.h"
+#include "quant/fp32_device.h"
 #include "quant/smooth.h"
 
 namespace qf {
@@ -72,7 +72,7 @@ namespace {
 
 // Histograms (calibration.h): a value's bin is its float's biased exponent and top two mantissa
 // bits, (bits >> 21) & 0x3FF, counting quarter-ish octaves from 0, shifted so bin 1 starts at
-// 2^kHistogramMinExp2 and clamped; 0 holds 0. The devices compute it (calibration_device.h).
+// 2^kHistogramMinExp2 and clamped; 0 holds 0. The devices compute it (fp32_device.h).
 constexpr int kHistogramFirstQuarter = 4 * (127 + kHistogramMinExp2);
 
 // The upper edge of bin b (b >= 1): mantissa 1 + (sub + 1) / 4 of octave (b - 1) / 4.
@@ -85,7 +85,7 @@ float histogram_bin_upper(int b) {
 // in F32), the host adds them up, H in double (calibration.h says why).
 class StatsAccumulator {
  public:
-  StatsAccumulator(CalibrationDevice& device, int64_t channels) : device_(device) {
+  StatsAccumulator(Fp32Device& device, int64_t channels) : device_(device) {
     s_.channels = channels;
     s_.hessian.assign(size_t(channels * channels), 0.0);
     s_.channel_absmax.assign(size_t(channels), 0.0f);
@@ -116,7 +116,7 @@ class StatsAccumulator {
   }
 
  private:
-  CalibrationDevice& device_;
+  Fp32Device& device_;
   ActivationStats s_;
   std::vector<float> gram_;
 };
@@ -195,7 +195,7 @@ Block load_block(const Checkpoint& ck, int64_t l) {
 // refreshed (upload) whenever the pass or a callback changed the host's.
 class DeviceBlock {
  public:
-  explicit DeviceBlock(CalibrationDevice& device) : device_(device) {}
+  explicit DeviceBlock(Fp32Device& device) : device_(device) {}
 
   void upload(const Block& b) {
     put(attn_norm_, b.attn_norm, "an RMSNorm weight");
@@ -221,7 +221,7 @@ class DeviceBlock {
     float* buffer = nullptr;  // capacity floats of device memory
     int64_t capacity = 0;
   };
-  // Device buffers are never freed one by one (calibration_device.h), so each array keeps its
+  // Device buffers are never freed one by one (fp32_device.h), so each array keeps its
   // buffer and grows it only if a later layer's is larger (Llama's layers are all alike).
   void put(Array& a, const std::vector<float>& host, const std::string& what) {
     const int64_t n = int64_t(host.size());
@@ -236,7 +236,7 @@ class DeviceBlock {
     a.data = a.buffer;
     device_.upload(a.data, host.data(), n);
   }
-  CalibrationDevice& device_;
+  Fp32Device& device_;
   Array attn_norm_, mlp_norm_, post_rope_;
   std::vector<Array> weights_, biases_;
 };
@@ -261,10 +261,10 @@ void calibrate_sequentially(const CalibrationModel& model, const std::vector<std
            " RoPE frequencies for head_dim ", d, " (expected ", half, ")");
   if (model.kv_cache) cpu::check_row_format(*model.kv_cache, d, "KV cache");
   if (model.query) cpu::check_row_format(*model.query, d, "query");
-  std::unique_ptr<CalibrationDevice> own_device;
-  CalibrationDevice* device = options.device;
-  if (!device) device = (own_device = make_cpu_calibration_device()).get();
-  CalibrationDevice& dev = *device;
+  std::unique_ptr<Fp32Device> own_device;
+  Fp32Device* device = options.device;
+  if (!device) device = (own_device = make_cpu_fp32_device()).get();
+  Fp32Device& dev = *device;
   const int64_t N = int64_t(windows.size()), T = N * L;
   const int64_t chunk_tokens = options.chunk_tokens > 0 ? options.chunk_tokens : dev.default_chunk_tokens();
   const int64_t per_chunk = std::max<int64_t>(1, chunk_tokens / L);
@@ -305,18 +305,11 @@ void calibrate_sequentially(const CalibrationModel& model, const std::vector<std
   float* rounded = nullptr;
 
   DeviceBlock db(dev);
-  // y[m, out] = layer(x[m, in]) as the runtime computes it: the input rounded to the layer's
-  // activation format if it has one, then x W^T (+ b), as cpu::DenseLinear and
-  // cpu::ActivationQuantizedLinear do.
+  // y[m, out] = layer(x[m, in]) as the runtime computes it (fp32_device.h linear_as_runtime).
   auto run_linear = [&](const CalibratedLinear& lin, const float* x, int64_t m, float* y) {
-    const float* in = x;
-    if (lin.activations) {
-      if (!rounded) rounded = dev.alloc(M * std::max({H, q_dim, F}), scratch);
-      dev.copy(rounded, x, m * lin.cols);
-      dev.round_trip_rows(rounded, m, lin.cols, *lin.activations);
-      in = rounded;
-    }
-    dev.linear(in, m, lin.cols, db.weight(lin.kind), lin.rows, db.bias(lin.kind), y);
+    if (lin.activations && !rounded) rounded = dev.alloc(M * std::max({H, q_dim, F}), scratch);
+    linear_as_runtime(dev, x, m, lin.cols, db.weight(lin.kind), lin.rows, db.bias(lin.kind), lin.activations, rounded,
+                      y);
   };
 
   // Calls fn(first window, windows, tokens) over the chunks.
@@ -468,7 +461,7 @@ void calibrate_sequentially(const CalibrationModel& model, const std::vector<std
           dev.round_trip_rows(v, m * c.num_kv_heads, d, *model.kv_cache);
         }
         float* out = attn + w0 * L * q_dim;
-        dev.attention(q, k, v, nw, L, c.num_heads, c.num_kv_heads, d, attn_scale, out);
+        dev.attention(q, k, v, nw, L, /*first_position=*/0, L, c.num_heads, c.num_kv_heads, d, attn_scale, out);
         acc.add(out, m);
       });
       quantize_stage(l, LinearInput::attention_out, std::move(acc).finish(), b);

@@ -1,5 +1,5 @@
 // Calibration: run calibration text through a Llama-family model block by block, on the CPU or
-// the GPU (calibration_device.h), and
+// the GPU (fp32_device.h), and
 // collect, for every linear layer's input, the statistics the weight algorithms need — the
 // Hessian H = X^T X, per-channel absmax and a histogram for percentiles, per-token ranges —
 // while the caller quantizes each layer as soon as its statistics are complete.
@@ -40,7 +40,7 @@
 
 #include "formats/format.h"
 #include "io/checkpoint.h"
-#include "quant/calibration_device.h"
+#include "quant/fp32_device.h"
 #include "quant/recipe.h"
 #include "quant/rope_scale.h"
 #include "quant/rtn.h"
@@ -153,8 +153,8 @@ using SmoothInput = std::function<std::vector<float>(int64_t layer, LinearInput 
                                                      int64_t sample_rows)>;
 
 struct CalibrationOptions {
-  // Where the pass computes (calibration_device.h); null: the CPU.
-  CalibrationDevice* device = nullptr;
+  // Where the pass computes (fp32_device.h); null: the CPU.
+  Fp32Device* device = nullptr;
   // Windows per chunk = max(1, chunk_tokens / seqlen); 0: the device's default.
   int64_t chunk_tokens = 0;
   SmoothInput smooth;            // optional

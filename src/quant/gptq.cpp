@@ -160,7 +160,7 @@ GptqResult gptq_quantize(const float* w, int64_t rows, int64_t cols, const Hessi
     // The weights and U live on the device, which applies each batch's deferred update to every
     // row at once as one GEMM (the O(rows x cols^2) part); the host fetches a batch's columns,
     // rounds them onto the grid (formats' codecs) and sends the errors back.
-    CalibrationDevice& dev = *options.device;
+    Fp32Device& dev = *options.device;
     float* w_d = dev.scratch(0, rows * n, "GPTQ's weights");
     float* u_d = dev.scratch(1, n * n, "GPTQ's inverse Hessian factor");
     float* e_d = dev.scratch(2, rows * batch, "GPTQ's batch errors");

@@ -34,7 +34,7 @@
 #include <cstdint>
 #include <vector>
 
-#include "quant/calibration_device.h"
+#include "quant/fp32_device.h"
 #include "quant/grid.h"
 #include "quant/rtn.h"
 
@@ -48,11 +48,11 @@ struct GptqOptions {
   // A clipping search (weight MSE over the block, rtn.h) when a block's scale is chosen; off
   // by default, as in the paper.
   ClipSearch clip;
-  // Where the deferred batch updates run (calibration_device.h); null: the CPU, row chunk by row
+  // Where the deferred batch updates run (fp32_device.h); null: the CPU, row chunk by row
   // chunk. With a device (the GPU), the weights stay there and the host only rounds each batch's
   // columns; the result equals the CPU's up to the updates' FP32 summation order (a rare element
   // at a rounding tie may take the neighbouring code). Not a recipe setting: the caller's choice.
-  CalibrationDevice* device = nullptr;
+  Fp32Device* device = nullptr;
 };
 
 struct GptqResult {

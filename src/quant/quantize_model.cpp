@@ -27,7 +27,7 @@ struct LayerResult {
 // Quantizes one weight w [rows, cols] by the layer's recipe; `h` is its input's full Hessian
 // (empty without calibration); GPTQ's updates run on `device` when there is one.
 LayerResult quantize_layer(const std::string& name, const float* w, int64_t rows, int64_t cols, const LinearRecipe& r,
-                           const HessianView& h, CalibrationDevice* device) {
+                           const HessianView& h, Fp32Device* device) {
   LayerResult out;
   if (r.algorithm == WeightAlgorithm::gptq) {
     QF_CHECK(!h.empty(), name, ": GPTQ needs calibration statistics");

@@ -19,7 +19,7 @@
 
 #include "io/checkpoint.h"
 #include "io/quantized_checkpoint.h"
-#include "quant/calibration_device.h"
+#include "quant/fp32_device.h"
 #include "quant/recipe.h"
 
 namespace qf {
@@ -33,9 +33,9 @@ struct QuantizeModelOptions {
   double rope_attention_factor = 1.0;
   // Recorded as quantization_config.calibration ({"text", "samples", "seqlen", "seed", ...}).
   nlohmann::json calibration_info;
-  // Where the calibration pass and GPTQ's deferred updates compute (calibration_device.h); null:
+  // Where the calibration pass and GPTQ's deferred updates compute (fp32_device.h); null:
   // the CPU.
-  CalibrationDevice* device = nullptr;
+  Fp32Device* device = nullptr;
   // Called after each block (layer) is quantized, with the number done and the total.
   std::function<void(int64_t done, int64_t total)> on_block_done;
   // If set, receives the seconds spent in the weight algorithms (RTN / GPTQ and the error

@@ -146,30 +146,6 @@ void CpuEngine::check_batch(const Batch& batch) const {
   }
 }
 
-void CpuEngine::rope_tables(const Batch& batch, std::vector<float>& cos, std::vector<float>& sin) const {
-  const int64_t half = config_.head_dim / 2, n = batch.size();
-  cos.resize(size_t(n * half));
-  sin.resize(size_t(n * half));
-  if (config_.rope_scaling.type != RopeScalingType::Dynamic) {
-    cpu::rope_cos_sin(batch.positions.data(), n, rope_.inv_freq.data(), half, rope_.attention_factor, cos.data(),
-                      sin.data());
-    return;
-  }
-  // Dynamic NTK: the frequencies of a slot's new tokens follow that slot's length after the
-  // batch (HF: the largest position in the forward + 1). Cached keys keep the rotation they
-  // were given, as in HF.
-  std::map<int32_t, int64_t> seq_len;
-  for (int64_t i = 0; i < n; ++i) {
-    int64_t& len = seq_len[batch.slots[i]];
-    len = std::max<int64_t>(len, batch.positions[i] + 1);
-  }
-  for (int64_t i = 0; i < n; ++i) {
-    const RopeFrequencies f = rope_frequencies(config_, seq_len[batch.slots[i]]);
-    cpu::rope_cos_sin(&batch.positions[i], 1, f.inv_freq.data(), half, f.attention_factor, cos.data() + i * half,
-                      sin.data() + i * half);
-  }
-}
-
 // Writes the batch's keys and values into the caches, then runs attention slot by slot: the
 // queries of one slot are gathered, attend over that slot's cache, and are scattered back.
 void CpuEngine::attention_block(int64_t layer, const Batch& batch, float* q, const float* k, const float* v,
@@ -223,7 +199,7 @@ Tensor CpuEngine::forward(const Batch& batch) {
     }
   }
   std::vector<float> cos, sin;
-  rope_tables(batch, cos, sin);
+  batch_rope_tables(config_, rope_, batch, cos, sin);
 
   // The residual stream x, the normalised input of the current sub-block, and scratch.
   std::vector<float> x(size_t(M * H)), normed(size_t(M * H)), q(size_t(M * q_dim)), k(size_t(M * kv_dim)),

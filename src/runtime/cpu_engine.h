@@ -77,8 +77,6 @@ class CpuEngine final : public Engine {
   };
 
   void check_batch(const Batch& batch) const;
-  // cos/sin [tokens, head_dim/2] of every token of the batch.
-  void rope_tables(const Batch& batch, std::vector<float>& cos, std::vector<float>& sin) const;
   void attention_block(int64_t layer, const Batch& batch, float* q, const float* k, const float* v, float* out);
   float* cache_k(Slot& s, int64_t layer, int64_t kv_head);
   float* cache_v(Slot& s, int64_t layer, int64_t kv_head);

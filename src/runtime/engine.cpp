@@ -8,6 +8,7 @@
 #include "formats/format.h"
 #include "runtime/cpu_engine.h"
 #include "runtime/cuda_engine.h"
+#include "runtime/simulation_engine.h"
 #include "runtime/model.h"
 
 #ifdef QF_HAVE_CUDA
@@ -134,27 +135,32 @@ std::unique_ptr<Engine> create_engine(const Model& model, const EngineOptions& o
     }
     case Device::Cuda: {
       require_device(Device::Cuda);
-      QF_CHECK(options.activation_format.empty(), "activation format simulations run on the CPU engine only (--device cpu)");
-      // The checkpoint's own rounding must be one the CUDA engine runs (silently ignoring it would
-      // misreport the checkpoint); KV-cache and query formats asked for by the run are checked
-      // below, where they override the checkpoint's.
-      QF_CHECK(cuda_runs_natively(model), "this quantized checkpoint rounds activations or the KV cache in a way only "
-                                          "the CPU engine simulates; run it with --device cpu");
 #ifdef QF_HAVE_CUDA
-      CudaEngineOptions o;
-      o.num_slots = options.num_slots;
-      o.slot_capacity = capacity;
-      if (model.quantization) o.linears = *cuda_linears_for(*model.quantization);
       // The run's KV-cache / query formats override the checkpoint's, as on the CPU engine.
       std::optional<Format> kv, query;
       if (model.quantization) kv = model.quantization->kv_cache, query = model.quantization->query;
       if (!options.kv_cache_format.empty()) kv = Format::parse(options.kv_cache_format);
       if (!options.query_format.empty()) query = Format::parse(options.query_format);
       const std::optional<CudaAttentionMode> att = cuda_attention_for(kv, query);
-      QF_CHECK(att.has_value(), "the CUDA engine stores the KV cache as bf16, ", cuda::kv_element_name(cuda::KvElement::int4),
-               " or ", cuda::kv_element_name(cuda::KvElement::fp8_e4m3), " and rounds queries to fp8_e4m3:token only (asked: KV ",
-               kv ? kv->str() : std::string("bf16"), ", queries ", query ? query->str() : std::string("unrounded"),
-               "); other formats run on the CPU engine (--device cpu)");
+      if (options.simulate || !options.activation_format.empty() || !cuda_runs_natively(model) || !att) {
+        // What the kernels do not run (or what was asked for exactly): the CPU engine's FP32
+        // numerics on the GPU, every format rounded as the CPU engine rounds it.
+        SimulatedFormats f;
+        if (!options.activation_format.empty()) {
+          f.every_linear = Format::parse(options.activation_format);
+        } else if (model.quantization) {
+          for (const auto& [name, q] : model.quantization->linears)
+            if (q.activations) f.activations.emplace(name, *q.activations);
+        }
+        f.kv_cache = kv;
+        f.query = query;
+        return std::make_unique<SimulationEngine>(model.checkpoint, options.num_slots, capacity,
+                                                  make_cuda_fp32_device(), std::move(f));
+      }
+      CudaEngineOptions o;
+      o.num_slots = options.num_slots;
+      o.slot_capacity = capacity;
+      if (model.quantization) o.linears = *cuda_linears_for(*model.quantization);
       o.attention = *att;
       o.attention.fp8_prefill = options.fp8_prefill_attention;
       return std::make_unique<CudaEngine>(model.checkpoint, o, &model.quantized_weights);

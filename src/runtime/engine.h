@@ -99,10 +99,15 @@ struct EngineOptions {
   // cores (true) or in BF16 over a dequantized copy of the cache (false: slower, no FP8
   // probability rounding, so equal to the CPU simulation up to BF16 roundings).
   bool fp8_prefill_attention = true;
+  // CUDA: run the FP32 simulation engine (simulation_engine.h: the CPU engine's numerics on the
+  // GPU) even where the fast kernels could run the checkpoint. Without it, the simulation engine
+  // runs what the kernels cannot: activation rounding, other KV-cache or query formats.
+  bool simulate = false;
 };
 
-// The engine for options.device. CUDA: a clear error when qforge was built without CUDA or no
-// GPU is present.
+// The engine for options.device. CUDA: the CUDA engine's kernels where they run the checkpoint
+// and the options, else (or with options.simulate) the FP32 simulation engine on the GPU; a clear
+// error when qforge was built without CUDA or no GPU is present.
 std::unique_ptr<Engine> create_engine(const Model& model, const EngineOptions& options);
 
 // Whether the CUDA engine runs this model as its checkpoint says: unquantized, weight-only

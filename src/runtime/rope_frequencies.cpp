@@ -2,9 +2,12 @@
 
 #include <algorithm>
 #include <cmath>
+#include <map>
 #include <numbers>
 
+#include "backends/cpu/rope.h"
 #include "core/error.h"
+#include "runtime/engine.h"
 
 namespace qf {
 namespace {
@@ -104,6 +107,31 @@ RopeFrequencies rope_frequencies(const ModelConfig& c, int64_t seq_len) {
     }
   }
   return r;
+}
+
+void batch_rope_tables(const ModelConfig& config, const RopeFrequencies& rope, const Batch& batch,
+                       std::vector<float>& cos, std::vector<float>& sin) {
+  const int64_t half = config.head_dim / 2, n = batch.size();
+  cos.resize(size_t(n * half));
+  sin.resize(size_t(n * half));
+  if (config.rope_scaling.type != RopeScalingType::Dynamic) {
+    cpu::rope_cos_sin(batch.positions.data(), n, rope.inv_freq.data(), half, rope.attention_factor, cos.data(),
+                      sin.data());
+    return;
+  }
+  // Dynamic NTK: the frequencies of a slot's new tokens follow that slot's length after the
+  // batch (HF: the largest position in the forward + 1). Cached keys keep the rotation they
+  // were given, as in HF.
+  std::map<int32_t, int64_t> seq_len;
+  for (int64_t i = 0; i < n; ++i) {
+    int64_t& len = seq_len[batch.slots[i]];
+    len = std::max<int64_t>(len, batch.positions[i] + 1);
+  }
+  for (int64_t i = 0; i < n; ++i) {
+    const RopeFrequencies f = rope_frequencies(config, seq_len[batch.slots[i]]);
+    cpu::rope_cos_sin(&batch.positions[i], 1, f.inv_freq.data(), half, f.attention_factor, cos.data() + i * half,
+                      sin.data() + i * half);
+  }
 }
 
 }  // namespace qf

@@ -35,4 +35,13 @@ struct RopeFrequencies {
 // how GGUF stores Llama-3 scaling, so with them the llama3 kind is not applied a second time.
 RopeFrequencies rope_frequencies(const ModelConfig& config, int64_t seq_len);
 
+struct Batch;
+// cos/sin [tokens, head_dim / 2] of every token of `batch` at its position, in double rounded to
+// float (cpu::rope_cos_sin), with `rope` (the frequencies of max_position_embeddings). Dynamic NTK:
+// a slot's new tokens use the frequencies of that slot's length after the batch (HF: the largest
+// position in the forward + 1); cached keys keep the rotation they were given, as in HF. What the
+// FP32 engines (CPU, simulation) rotate by.
+void batch_rope_tables(const ModelConfig& config, const RopeFrequencies& rope, const Batch& batch,
+                       std::vector<float>& cos, std::vector<float>& sin);
+
 }  // namespace qf

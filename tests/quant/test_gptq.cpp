@@ -10,7 +10,7 @@
 
 #include "core/error.h"
 #include "core/thread_pool.h"
-#include "quant/calibration_device.h"
+#include "quant/fp32_device.h"
 #include "quant_test_util.h"
 
 namespace qf {
@@ -201,7 +201,7 @@ TEST(QuantGptq, DevicePathEqualsTheCpuSweepOnTheCpuDevice) {
   // the same cpu::gemm tiles, so every code and the loss must be bit-equal. Cases: lazy groups
   // inside a batch, a group spanning two batches (the host fetches the whole group), act_order
   // with static groups, and per-channel scales with a ragged last batch.
-  const std::unique_ptr<CalibrationDevice> cpu = make_cpu_calibration_device();
+  const std::unique_ptr<Fp32Device> cpu = make_cpu_fp32_device();
   struct Case {
     const char* format;
     int64_t block;

@@ -67,7 +67,7 @@ class CublasLt {
                           cudaStream_t stream);
 
   // y = x · W^T in FP32 (inputs, output and accumulation; CUBLAS_COMPUTE_32F, no TF32): the
-  // calibration pass's linears (calibration_ops.h), whose statistics are those of FP32 math.
+  // calibration pass's linears (fp32_ops.h), whose statistics are those of FP32 math.
   void linear_f32(const float* x, const float* w, float* y, int64_t m, int64_t n, int64_t k, cudaStream_t stream);
 
   // g[c, c] = x^T x for x [m, c] row-major, in FP32 (symmetric: row-major and column-major are the

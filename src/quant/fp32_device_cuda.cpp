@@ -1,7 +1,7 @@
-// The CUDA calibration device (calibration_device.h): GPU memory, backends/cuda/calibration_ops.h
+// The CUDA calibration device (fp32_device.h): GPU memory, backends/cuda/fp32_ops.h
 // and cuBLASLt's FP32 GEMM. Everything runs on one stream; the host waits only where it reads a
 // result (downloads, statistics).
-#include "quant/calibration_device.h"
+#include "quant/fp32_device.h"
 
 #include "core/error.h"
 
@@ -16,7 +16,7 @@
 #include <vector>
 
 #include "backends/cpu/format_round_trip.h"
-#include "backends/cuda/calibration_ops.h"
+#include "backends/cuda/fp32_ops.h"
 #include "backends/cuda/cublaslt.h"
 #include "backends/cuda/cuda_check.h"
 #include "backends/cuda/device.h"
@@ -28,9 +28,9 @@ namespace qf {
 #ifdef QF_HAVE_CUDA
 namespace {
 
-class CudaCalibrationDevice final : public CalibrationDevice {
+class CudaFp32Device final : public Fp32Device {
  public:
-  CudaCalibrationDevice() {
+  CudaFp32Device() {
     int n = 0;
     const cudaError_t e = cudaGetDeviceCount(&n);
     QF_CHECK(e == cudaSuccess && n > 0, "calibration on the GPU: no usable CUDA device (",
@@ -101,7 +101,7 @@ class CudaCalibrationDevice final : public CalibrationDevice {
     cuda::silu_mul_f32(gate, up, n, out, stream_);
   }
   void add(float* a, const float* b, int64_t n) override { cuda::add_f32(a, b, n, stream_); }
-  // Rounded on the host by the CPU codec (calibration_device.h says why).
+  // Rounded on the host by the CPU codec (fp32_device.h says why).
   void round_trip_rows(float* x, int64_t rows, int64_t cols, const Format& format) override {
     host_.resize(size_t(rows * cols));
     download(host_.data(), x, rows * cols);
@@ -118,9 +118,11 @@ class CudaCalibrationDevice final : public CalibrationDevice {
                        int64_t heads, int64_t kv_heads, int64_t head_dim) override {
     cuda::post_rope_scale_f32(q, q_stride, k, k_stride, tokens, post, heads, kv_heads, head_dim, stream_);
   }
-  void attention(const float* q, const float* k, const float* v, int64_t windows, int64_t window_len, int64_t heads,
-                 int64_t kv_heads, int64_t head_dim, float scale, float* out) override {
-    cuda::attention_windows_f32(q, k, v, windows, window_len, heads, kv_heads, head_dim, scale, out, stream_);
+  void attention(const float* q, const float* k, const float* v, int64_t windows, int64_t n_queries,
+                 int64_t first_position, int64_t kv_window_rows, int64_t heads, int64_t kv_heads, int64_t head_dim,
+                 float scale, float* out) override {
+    cuda::attention_windows_f32(q, k, v, windows, n_queries, first_position, kv_window_rows, heads, kv_heads, head_dim,
+                                scale, out, stream_);
   }
 
   void statistics(const float* x, int64_t m, int64_t c, int first_quarter, int bins, float* gram, float* absmax,
@@ -179,11 +181,11 @@ class CudaCalibrationDevice final : public CalibrationDevice {
 
 }  // namespace
 
-std::unique_ptr<CalibrationDevice> make_cuda_calibration_device() { return std::make_unique<CudaCalibrationDevice>(); }
+std::unique_ptr<Fp32Device> make_cuda_fp32_device() { return std::make_unique<CudaFp32Device>(); }
 
 #else
 
-std::unique_ptr<CalibrationDevice> make_cuda_calibration_device() {
+std::unique_ptr<Fp32Device> make_cuda_fp32_device() {
   fail("calibration on the GPU: this qforge was built without CUDA (configure with -DQF_CUDA=ON on a machine with "
        "the CUDA toolkit); use --device cpu");
 }

@@ -1,15 +1,17 @@
-// Where the calibration pass (calibration.h) and GPTQ's deferred updates (gptq.h) compute.
+// The FP32 reference ops (the CPU engine's numerics) on a device: where the calibration pass
+// (calibration.h), GPTQ's deferred updates (gptq.h) and the simulation engine
+// (runtime/simulation_engine.h: a quantized model evaluated exactly as simulated) compute.
 //
-// The pass's control flow — the stages in forward order, the callbacks, the statistics it hands
+// The calibration pass's control flow — the stages in forward order, the callbacks, the statistics it hands
 // out — is one piece of code (calibration.cpp). Every operation on activations goes through a
-// CalibrationDevice, and every buffer the pass works on lives in the device's memory:
+// Fp32Device, and every buffer the pass works on lives in the device's memory:
 //   * the CPU device: host memory and the CPU engine's own kernels (backends/cpu), so the pass's
 //     activations are bit-identical to the CPU engine's forward (tests/quant/test_calibration.cpp
 //     checks the Hessians against it exactly);
-//   * the CUDA device: GPU memory, the FP32 kernels of backends/cuda/calibration_ops.h and
+//   * the CUDA device: GPU memory, the FP32 kernels of backends/cuda/fp32_ops.h and
 //     cuBLASLt's FP32 GEMM. The residual stream of every window stays on the GPU; only the
 //     statistics (Hessians, histograms), the weights and the callbacks' samples cross PCIe.
-//     Equal to the CPU device up to FP32 summation order (tests/cuda/test_calibration_cuda.cpp).
+//     Equal to the CPU device up to FP32 summation order (tests/cuda/test_fp32_device.cpp).
 // Formats the GPU cannot round (activation, KV-cache and query simulations) are rounded on the
 // host by the CPU codec: the rows are copied down, rounded, and copied back, so every recipe runs
 // on both devices, the rare rounding ones at PCIe speed.
@@ -17,15 +19,16 @@
 
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 
 #include "formats/format.h"
 
 namespace qf {
 
-class CalibrationDevice {
+class Fp32Device {
  public:
-  virtual ~CalibrationDevice() = default;
+  virtual ~Fp32Device() = default;
 
   // "cpu", or "cuda (<GPU name>)": for progress lines and the checkpoint's calibration record.
   virtual std::string name() const = 0;
@@ -66,11 +69,13 @@ class CalibrationDevice {
   // quant/rope_scale.h apply_post_rope_scale; post in device memory.
   virtual void post_rope_scale(float* q, int64_t q_stride, float* k, int64_t k_stride, int64_t tokens,
                                const float* post, int64_t heads, int64_t kv_heads, int64_t head_dim) = 0;
-  // Causal attention within each of `windows` windows of window_len tokens: q, out
-  // [windows * window_len, heads * head_dim], k, v [windows * window_len, kv_heads * head_dim]
-  // (the rows the engine would have written to its KV cache).
-  virtual void attention(const float* q, const float* k, const float* v, int64_t windows, int64_t window_len,
-                         int64_t heads, int64_t kv_heads, int64_t head_dim, float scale, float* out) = 0;
+  // Causal attention of `windows` independent sequences: in window w, query i (row
+  // w * n_queries + i of q and out, [*, heads * head_dim]) sits at position first_position + i and
+  // attends to positions 0 .. its own, rows w * kv_window_rows + 0 .. of k and v ([*, kv_heads *
+  // head_dim]: the rows an engine writes to its KV cache, token by token).
+  virtual void attention(const float* q, const float* k, const float* v, int64_t windows, int64_t n_queries,
+                         int64_t first_position, int64_t kv_window_rows, int64_t heads, int64_t kv_heads,
+                         int64_t head_dim, float scale, float* out) = 0;
 
   // c[m, n] -= a[m, k] · b[k, n], row-major with row strides lda, ldb, ldc: GPTQ's deferred
   // update of the columns after a batch (gptq.h), in FP32.
@@ -88,8 +93,14 @@ class CalibrationDevice {
                           float* absmax, uint32_t* histogram, float* token_min, float* token_max) = 0;
 };
 
-std::unique_ptr<CalibrationDevice> make_cpu_calibration_device();
+// y[m, n] = x[m, k] · W[n, k]^T (+ bias) as the runtime computes a linear layer: with
+// `activations`, x is first rounded to that format row by row into `scratch` (m * k floats of
+// device memory; x itself is unchanged), as cpu::ActivationQuantizedLinear does.
+void linear_as_runtime(Fp32Device& device, const float* x, int64_t m, int64_t k, const float* w, int64_t n,
+                       const float* bias, const std::optional<Format>& activations, float* scratch, float* y);
+
+std::unique_ptr<Fp32Device> make_cpu_fp32_device();
 // Throws qf::Error when qforge was built without CUDA or no CUDA GPU is present.
-std::unique_ptr<CalibrationDevice> make_cuda_calibration_device();
+std::unique_ptr<Fp32Device> make_cuda_fp32_device();
 
 }  // namespace qf

@@ -1,4 +1,4 @@
-// The CUDA calibration device (quant/calibration_device.h) against its CPU twin, the CPU device:
+// The CUDA calibration device (quant/fp32_device.h) against its CPU twin, the CPU device:
 //  * each op on fresh random inputs at the real shapes of the default model (hidden 576, ffn 1536,
 //    9 heads over 3 KV heads of 64) and of Llama-2/3 attention (32 heads over 8 of 128), output
 //    poisoned with NaN first, with the bound each comparison states;
@@ -15,7 +15,7 @@
 
 #include "cuda/gpu_test.h"
 #include "quant/calibration.h"
-#include "quant/calibration_device.h"
+#include "quant/fp32_device.h"
 #include "quant/gptq.h"
 #include "runtime/model.h"
 #include "runtime/paths.h"
@@ -38,7 +38,7 @@ std::vector<float> gaussian(int64_t n, uint32_t seed, float stddev = 1.0f) {
 
 // The same host data on both devices, and a way back.
 struct Pair {
-  CalibrationDevice &cpu, &gpu;
+  Fp32Device &cpu, &gpu;
   struct Buf {
     float *c, *g;
     int64_t n;
@@ -79,18 +79,18 @@ void expect_close(const std::vector<float>& cpu, const std::vector<float>& gpu, 
   std::printf("  %-28s %zu values, worst |diff| / bound = %.3g\n", what, cpu.size(), worst);
 }
 
-class CalibrationDeviceTest : public ::testing::Test {
+class Fp32DeviceTest : public ::testing::Test {
  protected:
   void SetUp() override {
     QF_REQUIRE_GPU();
-    cpu_ = make_cpu_calibration_device();
-    gpu_ = make_cuda_calibration_device();
+    cpu_ = make_cpu_fp32_device();
+    gpu_ = make_cuda_fp32_device();
   }
   Pair pair() { return {*cpu_, *gpu_}; }
-  std::unique_ptr<CalibrationDevice> cpu_, gpu_;
+  std::unique_ptr<Fp32Device> cpu_, gpu_;
 };
 
-TEST_F(CalibrationDeviceTest, NormsAndElementwiseOpsMatchTheCpu) {
+TEST_F(Fp32DeviceTest, NormsAndElementwiseOpsMatchTheCpu) {
   Pair p = pair();
   const int64_t rows = 2048, H = 576, F = 1536;
   const std::vector<float> x = gaussian(rows * H, 1, 3.0f), delta = gaussian(rows * H, 2), g = gaussian(H, 3);
@@ -123,7 +123,7 @@ TEST_F(CalibrationDeviceTest, NormsAndElementwiseOpsMatchTheCpu) {
   expect_close(ac, ag, [](size_t) { return 0.0; }, "add");
 }
 
-TEST_F(CalibrationDeviceTest, LinearMatchesTheCpuAtDefaultModelShapes) {
+TEST_F(Fp32DeviceTest, LinearMatchesTheCpuAtDefaultModelShapes) {
   Pair p = pair();
   const int64_t m = 1024;
   // q/k/v/o (576 x 576), k/v (192 x 576), gate/up (1536 x 576), down (576 x 1536).
@@ -151,7 +151,7 @@ TEST_F(CalibrationDeviceTest, LinearMatchesTheCpuAtDefaultModelShapes) {
   }
 }
 
-TEST_F(CalibrationDeviceTest, RopePostScaleAndAttentionMatchTheCpu) {
+TEST_F(Fp32DeviceTest, RopePostScaleAndAttentionMatchTheCpu) {
   Pair p = pair();
   struct Case {
     const char* name;
@@ -199,16 +199,28 @@ TEST_F(CalibrationDeviceTest, RopePostScaleAndAttentionMatchTheCpu) {
     p.gpu.upload(kb.g, kc.data(), kb.n);
     Pair::Buf out = p.poisoned(T * q_dim);
     const float scale = 1.0f / std::sqrt(float(cs.d));
-    p.cpu.attention(qb.c, kb.c, vb.c, cs.windows, cs.L, cs.heads, cs.kv_heads, cs.d, scale, out.c);
-    p.gpu.attention(qb.g, kb.g, vb.g, cs.windows, cs.L, cs.heads, cs.kv_heads, cs.d, scale, out.g);
+    p.cpu.attention(qb.c, kb.c, vb.c, cs.windows, cs.L, 0, cs.L, cs.heads, cs.kv_heads, cs.d, scale, out.c);
+    p.gpu.attention(qb.g, kb.g, vb.g, cs.windows, cs.L, 0, cs.L, cs.heads, cs.kv_heads, cs.d, scale, out.g);
     auto [oc, og] = p.get(out);
     float v_max = 0;
     for (float x : v) v_max = std::max(v_max, std::fabs(x));
     expect_close(oc, og, [&](size_t) { return 2e-4 * v_max; }, "attention");
+    // An engine's chunk: the last 100 queries of window 0 at positions L-100 .. L-1 over its cache.
+    const int64_t tail = 100;
+    Pair::Buf out2 = p.poisoned(tail * q_dim);
+    p.cpu.attention(qb.c + (cs.L - tail) * q_dim, kb.c, vb.c, 1, tail, cs.L - tail, cs.L, cs.heads, cs.kv_heads, cs.d,
+                    scale, out2.c);
+    p.gpu.attention(qb.g + (cs.L - tail) * q_dim, kb.g, vb.g, 1, tail, cs.L - tail, cs.L, cs.heads, cs.kv_heads, cs.d,
+                    scale, out2.g);
+    auto [o2c, o2g] = p.get(out2);
+    expect_close(o2c, o2g, [&](size_t) { return 2e-4 * v_max; }, "attention over a cache");
+    // ... and the same rows as the whole window computed them (the CPU's attention depends only on
+    // the query's row, position and the keys: bit-equal).
+    for (int64_t i = 0; i < tail * q_dim; ++i) ASSERT_EQ(o2c[size_t(i)], oc[size_t((cs.L - tail) * q_dim + i)]) << i;
   }
 }
 
-TEST_F(CalibrationDeviceTest, StatisticsMatchTheCpu) {
+TEST_F(Fp32DeviceTest, StatisticsMatchTheCpu) {
   Pair p = pair();
   for (int64_t c : {576, 1536}) {
     const int64_t m = 4096;
@@ -253,7 +265,7 @@ TEST_F(CalibrationDeviceTest, StatisticsMatchTheCpu) {
 
 // ---- GPTQ with the deferred updates on the GPU ------------------------------------------------------
 
-TEST_F(CalibrationDeviceTest, GptqOnTheGpuMatchesTheCpuAtDefaultModelShapes) {
+TEST_F(Fp32DeviceTest, GptqOnTheGpuMatchesTheCpuAtDefaultModelShapes) {
   // A layer of the default model's shapes (gate: 1536 x 576, down: 576 x 1536) with a calibration-
   // like Hessian (correlated channels, a few of large variance), gptq-w4g128's settings. The GPU
   // applies each batch's update as one cuBLAS FP32 GEMM, the CPU in row chunks: the updated weights
@@ -305,7 +317,7 @@ struct PassRecord {
 
 // Runs the pass on `device`, keeping every weight unquantized (so both devices compute the same
 // function and differ only by FP32 rounding), recording each stage's statistics.
-PassRecord run_pass(const Checkpoint& ck, const std::vector<std::vector<int32_t>>& windows, CalibrationDevice& device,
+PassRecord run_pass(const Checkpoint& ck, const std::vector<std::vector<int32_t>>& windows, Fp32Device& device,
                     const std::optional<Format>& kv_cache = std::nullopt, double* seconds = nullptr) {
   CalibrationModel cm;
   cm.checkpoint = &ck;
@@ -357,7 +369,7 @@ void expect_passes_agree(const PassRecord& cpu, const PassRecord& gpu, double re
   std::printf("  %zu stages, worst Hessian |diff| / sqrt(H_ii H_jj) = %.3g\n", cpu.stats.size(), worst_h);
 }
 
-TEST_F(CalibrationDeviceTest, PassMatchesTheCpuOnARandomModel) {
+TEST_F(Fp32DeviceTest, PassMatchesTheCpuOnARandomModel) {
   test::TinyOptions to;
   to.hidden = 384;
   to.heads = 6;  // head_dim 64, as the GPU attention needs
@@ -382,7 +394,7 @@ TEST_F(CalibrationDeviceTest, PassMatchesTheCpuOnARandomModel) {
   expect_passes_agree(run_pass(ck, windows, *cpu_, kv), run_pass(ck, windows, *gpu_, kv), 2e-2, 3e-2);
 }
 
-TEST_F(CalibrationDeviceTest, PassMatchesTheCpuOnTheDefaultModel) {
+TEST_F(Fp32DeviceTest, PassMatchesTheCpuOnTheDefaultModel) {
   std::unique_ptr<Model> model;
   try {
     model = std::make_unique<Model>(load_model(default_model_path()));

@@ -1,11 +1,11 @@
-// F32 kernels of the calibration pass (interface and CPU twins in calibration_ops.h).
+// F32 kernels of the calibration pass (interface and CPU twins in fp32_ops.h).
 //
 // These run once per quantization, over at most a few GB of activations per block: plain,
 // readable kernels (one CTA per row for the norms, grid-stride loops for the elementwise ops)
 // are fast enough — the pass's time goes to cuBLASLt's FP32 GEMMs and to attention.
 #include <cfloat>
 
-#include "backends/cuda/calibration_ops.h"
+#include "backends/cuda/fp32_ops.h"
 #include "backends/cuda/cuda_check.h"
 #include "core/error.h"
 
@@ -120,34 +120,36 @@ constexpr int kAttnQueries = 32, kAttnKeys = 32, kAttnThreads = kAttnQueries * 4
 
 template <int D>
 __global__ void __launch_bounds__(kAttnThreads) attention_windows_f32_kernel(
-    const float* __restrict__ q, const float* __restrict__ k, const float* __restrict__ v, int64_t window_len,
-    int heads, int kv_heads, float scale, float* __restrict__ out) {
+    const float* __restrict__ q, const float* __restrict__ k, const float* __restrict__ v, int64_t n_queries,
+    int64_t first_position, int64_t kv_window_rows, int heads, int kv_heads, float scale, float* __restrict__ out) {
   constexpr int P = D / 4;  // dimensions per thread
   __shared__ float ks[kAttnKeys][D], vs[kAttnKeys][D];
   const int head = blockIdx.y, kv_head = head / (heads / kv_heads);
   const int64_t window = blockIdx.z;
   const int64_t q_stride = int64_t(heads) * D, kv_stride = int64_t(kv_heads) * D;
   const int part = threadIdx.x % 4;
-  const int64_t qi = int64_t(blockIdx.x) * kAttnQueries + threadIdx.x / 4;  // position in the window
-  const bool active = qi < window_len;
-  const int64_t row0 = window * window_len;
+  const int64_t qi = int64_t(blockIdx.x) * kAttnQueries + threadIdx.x / 4;  // query index in the window
+  const bool active = qi < n_queries;
+  const int64_t pos = first_position + qi;  // its position: it sees keys 0 .. pos
+  const int64_t q_row0 = window * n_queries, kv_row0 = window * kv_window_rows;
 
   float qr[P], acc[P];
 #pragma unroll
   for (int t = 0; t < P; ++t) {
-    qr[t] = active ? q[(row0 + qi) * q_stride + int64_t(head) * D + 4 * t + part] : 0.0f;
+    qr[t] = active ? q[(q_row0 + qi) * q_stride + int64_t(head) * D + 4 * t + part] : 0.0f;
     acc[t] = 0.0f;
   }
   float m = -INFINITY, l = 0.0f;
-  const int64_t last_query = std::min<int64_t>(int64_t(blockIdx.x + 1) * kAttnQueries, window_len) - 1;
-  for (int64_t k0 = 0; k0 <= last_query; k0 += kAttnKeys) {
+  // Keys up to the CTA's last query's position.
+  const int64_t keys = first_position + std::min<int64_t>(int64_t(blockIdx.x + 1) * kAttnQueries, n_queries);
+  for (int64_t k0 = 0; k0 < keys; k0 += kAttnKeys) {
     __syncthreads();  // the previous tile is no longer read
     for (int e = threadIdx.x; e < kAttnKeys * D; e += kAttnThreads) {
       const int j = e / D, c = e % D;
       const int64_t key = k0 + j;
-      const bool in = key < window_len;
-      ks[j][c] = in ? k[(row0 + key) * kv_stride + int64_t(kv_head) * D + c] : 0.0f;
-      vs[j][c] = in ? v[(row0 + key) * kv_stride + int64_t(kv_head) * D + c] : 0.0f;
+      const bool in = key < keys;
+      ks[j][c] = in ? k[(kv_row0 + key) * kv_stride + int64_t(kv_head) * D + c] : 0.0f;
+      vs[j][c] = in ? v[(kv_row0 + key) * kv_stride + int64_t(kv_head) * D + c] : 0.0f;
     }
     __syncthreads();
     float s[kAttnKeys];
@@ -159,7 +161,7 @@ __global__ void __launch_bounds__(kAttnThreads) attention_windows_f32_kernel(
       for (int t = 0; t < P; ++t) dot = fmaf(qr[t], ks[j][4 * t + part], dot);
       dot += __shfl_xor_sync(0xffffffffu, dot, 1);
       dot += __shfl_xor_sync(0xffffffffu, dot, 2);
-      s[j] = (k0 + j <= qi) ? dot * scale : -INFINITY;  // causal (and past the window's end)
+      s[j] = (k0 + j <= pos) ? dot * scale : -INFINITY;  // causal (and past the keys' end)
       tile_max = fmaxf(tile_max, s[j]);
     }
     if (tile_max == -INFINITY) continue;  // every key of the tile is masked for this query
@@ -180,7 +182,7 @@ __global__ void __launch_bounds__(kAttnThreads) attention_windows_f32_kernel(
   if (active) {
     const float inv = 1.0f / l;
 #pragma unroll
-    for (int t = 0; t < P; ++t) out[(row0 + qi) * q_stride + int64_t(head) * D + 4 * t + part] = acc[t] * inv;
+    for (int t = 0; t < P; ++t) out[(q_row0 + qi) * q_stride + int64_t(head) * D + 4 * t + part] = acc[t] * inv;
   }
 }
 
@@ -294,25 +296,28 @@ void post_rope_scale_f32(float* q, int64_t q_stride, float* k, int64_t k_stride,
   QF_CUDA_CHECK_LAUNCH();
 }
 
-void attention_windows_f32(const float* q, const float* k, const float* v, int64_t windows, int64_t window_len,
-                           int64_t heads, int64_t kv_heads, int64_t head_dim, float scale, float* out,
-                           cudaStream_t stream) {
+void attention_windows_f32(const float* q, const float* k, const float* v, int64_t windows, int64_t n_queries,
+                           int64_t first_position, int64_t kv_window_rows, int64_t heads, int64_t kv_heads,
+                           int64_t head_dim, float scale, float* out, cudaStream_t stream) {
   QF_CHECK(kv_heads >= 1 && heads % kv_heads == 0, "attention_windows_f32: ", heads, " heads over ", kv_heads,
            " KV heads");
   QF_CHECK(windows <= 65535 && heads <= 65535, "attention_windows_f32: ", windows, " windows x ", heads,
            " heads exceed the grid");
-  if (windows * window_len == 0) return;
-  const dim3 grid(unsigned((window_len + kAttnQueries - 1) / kAttnQueries), unsigned(heads), unsigned(windows));
+  QF_CHECK(first_position >= 0 && (windows <= 1 || kv_window_rows >= first_position + n_queries),
+           "attention_windows_f32: windows of ", kv_window_rows, " key rows cannot hold positions up to ",
+           first_position + n_queries - 1);
+  if (windows * n_queries == 0) return;
+  const dim3 grid(unsigned((n_queries + kAttnQueries - 1) / kAttnQueries), unsigned(heads), unsigned(windows));
   switch (head_dim) {
     case 64:
-      attention_windows_f32_kernel<64><<<grid, kAttnThreads, 0, stream>>>(q, k, v, window_len, int(heads),
-                                                                          int(kv_heads), scale, out);
+      attention_windows_f32_kernel<64><<<grid, kAttnThreads, 0, stream>>>(
+          q, k, v, n_queries, first_position, kv_window_rows, int(heads), int(kv_heads), scale, out);
       break;
     case 128:
-      attention_windows_f32_kernel<128><<<grid, kAttnThreads, 0, stream>>>(q, k, v, window_len, int(heads),
-                                                                           int(kv_heads), scale, out);
+      attention_windows_f32_kernel<128><<<grid, kAttnThreads, 0, stream>>>(
+          q, k, v, n_queries, first_position, kv_window_rows, int(heads), int(kv_heads), scale, out);
       break;
-    default: fail("attention_windows_f32: head_dim ", head_dim, " (the GPU calibration pass supports 64 and 128)");
+    default: fail("attention_windows_f32: head_dim ", head_dim, " (the FP32 GPU device supports 64 and 128)");
   }
   QF_CUDA_CHECK_LAUNCH();
 }

@@ -1,10 +1,10 @@
-// The F32 kernels of the calibration pass on the GPU (quant/calibration_device.h's CUDA device).
+// The F32 kernels of the calibration pass on the GPU (quant/fp32_device.h's CUDA device).
 //
 // Calibration computes in FP32 end to end — the statistics GPTQ and the smoothing search read
 // (Hessians X^T X, channel absmax and histograms) are those of the model as the CPU engine runs
 // it, not of a BF16 engine — so these are FP32 twins of the CPU backend's ops, not the BF16
 // engine's kernels. Each kernel names its CPU twin; the twins agree up to FP32 rounding of a
-// different summation order (tests/cuda/test_calibration_cuda.cpp states the bounds). Linears
+// different summation order (tests/cuda/test_fp32_device.cpp states the bounds). Linears
 // and X^T X go through cuBLASLt's FP32 GEMM (cublaslt.h linear_f32, gram_f32).
 //
 // All pointers are device pointers to dense row-major F32 unless said otherwise; every launch is
@@ -45,14 +45,16 @@ void rope_windows_f32(float* x, int64_t tokens, int64_t window_len, int64_t head
 void post_rope_scale_f32(float* q, int64_t q_stride, float* k, int64_t k_stride, int64_t tokens, const float* post,
                          int64_t heads, int64_t kv_heads, int64_t head_dim, cudaStream_t stream);
 
-// Causal GQA attention of `windows` independent sequences of window_len tokens (positions 0 ..
-// window_len-1): q, out [windows * window_len, heads * head_dim]; k, v [windows * window_len,
-// kv_heads * head_dim]. Query head j reads KV head j / (heads / kv_heads). FP32 throughout,
-// online softmax over tiles of 32 keys (cpu::attention computes the softmax in one pass over all
-// keys: equal up to FP32 rounding). head_dim 64 or 128.
-void attention_windows_f32(const float* q, const float* k, const float* v, int64_t windows, int64_t window_len,
-                           int64_t heads, int64_t kv_heads, int64_t head_dim, float scale, float* out,
-                           cudaStream_t stream);
+// Causal GQA attention of `windows` independent sequences. In window w, query i (row
+// w * n_queries + i of q and out, [*, heads * head_dim]) sits at position first_position + i and
+// attends to the keys and values at positions 0 .. its own: rows w * kv_window_rows + 0 .. of k, v
+// ([*, kv_heads * head_dim]; the calibration windows: first_position 0, kv_window_rows =
+// n_queries; an engine's cache: one window). Query head j reads KV head j / (heads / kv_heads).
+// FP32 throughout, online softmax over tiles of 32 keys (cpu::attention computes the softmax in
+// one pass over all keys: equal up to FP32 rounding). head_dim 64 or 128.
+void attention_windows_f32(const float* q, const float* k, const float* v, int64_t windows, int64_t n_queries,
+                           int64_t first_position, int64_t kv_window_rows, int64_t heads, int64_t kv_heads,
+                           int64_t head_dim, float scale, float* out, cudaStream_t stream);
 
 // Per-channel statistics of x [rows, cols] (quant/calibration.h ActivationStats), added into
 // device arrays the caller zeroed / initialised:

@@ -1,4 +1,4 @@
-// The CPU calibration device: host memory and the CPU engine's kernels (calibration_device.h).
+// The CPU calibration device: host memory and the CPU engine's kernels (fp32_device.h).
 #include <algorithm>
 #include <bit>
 #include <cmath>
@@ -14,7 +14,7 @@
 #include "backends/cpu/rope.h"
 #include "core/error.h"
 #include "core/thread_pool.h"
-#include "quant/calibration_device.h"
+#include "quant/fp32_device.h"
 #include "quant/rope_scale.h"
 
 namespace qf {
@@ -26,7 +26,7 @@ constexpr int64_t kGramRowBlock = 32;
 // kUpdateTile, the same tiling).
 constexpr int64_t kGemmSubtractTile = 512;
 
-class CpuCalibrationDevice final : public CalibrationDevice {
+class CpuFp32Device final : public Fp32Device {
  public:
   std::string name() const override { return "cpu"; }
   int64_t default_chunk_tokens() const override { return 2048; }
@@ -98,24 +98,25 @@ class CpuCalibrationDevice final : public CalibrationDevice {
                        int64_t heads, int64_t kv_heads, int64_t head_dim) override {
     apply_post_rope_scale(q, q_stride, k, k_stride, tokens, post, heads, kv_heads, head_dim);
   }
-  void attention(const float* q, const float* k, const float* v, int64_t windows, int64_t window_len, int64_t heads,
-                 int64_t kv_heads, int64_t head_dim, float scale, float* out) override {
-    const int64_t L = window_len, d = head_dim, q_dim = heads * d, kv_dim = kv_heads * d;
-    positions_.resize(size_t(L));
-    for (int64_t i = 0; i < L; ++i) positions_[size_t(i)] = int32_t(i);
-    k_cache_.resize(size_t(kv_dim * L));
-    v_cache_.resize(size_t(kv_dim * L));
+  void attention(const float* q, const float* k, const float* v, int64_t windows, int64_t n_queries,
+                 int64_t first_position, int64_t kv_window_rows, int64_t heads, int64_t kv_heads, int64_t head_dim,
+                 float scale, float* out) override {
+    const int64_t d = head_dim, q_dim = heads * d, kv_dim = kv_heads * d, keys = first_position + n_queries;
+    positions_.resize(size_t(n_queries));
+    for (int64_t i = 0; i < n_queries; ++i) positions_[size_t(i)] = int32_t(first_position + i);
+    k_cache_.resize(size_t(kv_dim * keys));
+    v_cache_.resize(size_t(kv_dim * keys));
     for (int64_t w = 0; w < windows; ++w) {
       // The window's cache, [kv_head][position][head_dim] as the engine lays it out.
-      const float* kw = k + w * L * kv_dim;
-      const float* vw = v + w * L * kv_dim;
-      for (int64_t t = 0; t < L; ++t)
+      const float* kw = k + w * kv_window_rows * kv_dim;
+      const float* vw = v + w * kv_window_rows * kv_dim;
+      for (int64_t t = 0; t < keys; ++t)
         for (int64_t h = 0; h < kv_heads; ++h) {
-          std::copy_n(kw + t * kv_dim + h * d, d, k_cache_.data() + (h * L + t) * d);
-          std::copy_n(vw + t * kv_dim + h * d, d, v_cache_.data() + (h * L + t) * d);
+          std::copy_n(kw + t * kv_dim + h * d, d, k_cache_.data() + (h * keys + t) * d);
+          std::copy_n(vw + t * kv_dim + h * d, d, v_cache_.data() + (h * keys + t) * d);
         }
-      cpu::attention(q + w * L * q_dim, q_dim, L, positions_.data(), k_cache_.data(), v_cache_.data(), L * d, heads,
-                     kv_heads, d, scale, out + w * L * q_dim, q_dim);
+      cpu::attention(q + w * n_queries * q_dim, q_dim, n_queries, positions_.data(), k_cache_.data(), v_cache_.data(),
+                     keys * d, heads, kv_heads, d, scale, out + w * n_queries * q_dim, q_dim);
     }
   }
 
@@ -178,6 +179,6 @@ class CpuCalibrationDevice final : public CalibrationDevice {
 
 }  // namespace
 
-std::unique_ptr<CalibrationDevice> make_cpu_calibration_device() { return std::make_unique<CpuCalibrationDevice>(); }
+std::unique_ptr<Fp32Device> make_cpu_fp32_device() { return std::make_unique<CpuFp32Device>(); }
 
 }  // namespace qf
