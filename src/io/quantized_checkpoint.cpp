@@ -234,6 +234,14 @@ bool is_file_name(const std::string& n) {
 
 std::string k_post_rope_scale_name(int64_t layer) { return names::layer(layer, "self_attn.k_post_rope_scale"); }
 
+std::vector<float> read_k_post_rope_scale(const Checkpoint& ck, int64_t layer) {
+  const std::string name = k_post_rope_scale_name(layer);
+  if (!ck.has(name)) return {};
+  const Tensor f = to_f32(ck.tensor(name));
+  check_post_rope_scale(f, ck.config, str(ck.path, ": '", name, "'"));
+  return std::vector<float>(f.data<float>(), f.data<float>() + f.numel());
+}
+
 // ---- QuantizationConfig ----
 
 json QuantizationConfig::to_json() const {

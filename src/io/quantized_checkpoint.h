@@ -66,6 +66,9 @@ struct LinearQuantization {
 // QuantizationConfig::query and the keys and values are written to the cache in kv_cache. Every
 // engine applies it when the tensor exists (the function is then unchanged up to rounding).
 std::string k_post_rope_scale_name(int64_t layer);
+// That tensor of `layer` in F32 (empty when the checkpoint has none), checked: num_kv_heads *
+// head_dim values, each finite and > 0; a qf::Error names the tensor otherwise.
+std::vector<float> read_k_post_rope_scale(const Checkpoint& checkpoint, int64_t layer);
 
 struct QuantizationConfig {
   std::string recipe_name;

@@ -175,18 +175,18 @@ Block load_block(const Checkpoint& ck, int64_t l) {
   b.attn_norm = to_f32_vector(ck.tensor(names::layer(l, "input_layernorm.weight")));
   b.mlp_norm = to_f32_vector(ck.tensor(names::layer(l, "post_attention_layernorm.weight")));
   for (LinearKind k : kAllLinearKinds) {
+    const BlockLinear spec = block_linear(c, l, k);
     CalibratedLinear lin;
-    lin.name = names::layer(l, linear_kind_leaf(k));
+    lin.name = spec.weight;
     lin.kind = k;
     const Tensor& w = ck.tensor(lin.name);
-    QF_CHECK(w.ndim() == 2, ck.path, ": ", lin.name, " is not a matrix");
-    lin.rows = w.dim(0);
-    lin.cols = w.dim(1);
+    QF_CHECK(w.ndim() == 2 && w.dim(0) == spec.out && w.dim(1) == spec.in, ck.path, ": ", lin.name, " has shape ",
+             shape_str(w.shape()), ", expected [", spec.out, ", ", spec.in, "]");
+    lin.rows = spec.out;
+    lin.cols = spec.in;
     lin.weight = to_f32_vector(w);
     b.linears.push_back(std::move(lin));
-    const bool has_bias = c.attention_bias && (k == LinearKind::q_proj || k == LinearKind::k_proj || k == LinearKind::v_proj);
-    const std::string bias_name = names::layer(l, str("self_attn.", linear_kind_name(k), ".bias"));
-    b.biases.push_back(has_bias && ck.has(bias_name) ? to_f32_vector(ck.tensor(bias_name)) : std::vector<float>());
+    b.biases.push_back(!spec.bias.empty() && ck.has(spec.bias) ? to_f32_vector(ck.tensor(spec.bias)) : std::vector<float>());
   }
   return b;
 }

@@ -2,9 +2,10 @@
 // (calibration.h), GPTQ's deferred updates (gptq.h) and the simulation engine
 // (runtime/simulation_engine.h: a quantized model evaluated exactly as simulated) compute.
 //
-// The calibration pass's control flow — the stages in forward order, the callbacks, the statistics it hands
-// out — is one piece of code (calibration.cpp). Every operation on activations goes through a
-// Fp32Device, and every buffer the pass works on lives in the device's memory:
+// The calibration pass's control flow — the stages in forward order, the callbacks, the
+// statistics it hands out — is one piece of code (calibration.cpp), and so is the simulation
+// engine's forward. Every operation on activations goes through an Fp32Device, and every buffer
+// they work on lives in the device's memory:
 //   * the CPU device: host memory and the CPU engine's own kernels (backends/cpu), so the pass's
 //     activations are bit-identical to the CPU engine's forward (tests/quant/test_calibration.cpp
 //     checks the Hessians against it exactly);

@@ -238,6 +238,22 @@ std::string linear_kind_leaf(LinearKind k) {
   return str(attention ? "self_attn." : "mlp.", linear_kind_name(k), ".weight");
 }
 
+BlockLinear block_linear(const ModelConfig& c, int64_t layer, LinearKind k) {
+  const int64_t q_dim = c.num_heads * c.head_dim, kv_dim = c.num_kv_heads * c.head_dim;
+  BlockLinear b;
+  b.weight = names::layer(layer, linear_kind_leaf(k));
+  const bool qkv = k == LinearKind::q_proj || k == LinearKind::k_proj || k == LinearKind::v_proj;
+  if (qkv && c.attention_bias) b.bias = names::layer(layer, str("self_attn.", linear_kind_name(k), ".bias"));
+  switch (k) {
+    case LinearKind::q_proj: b.out = q_dim, b.in = c.hidden_size; break;
+    case LinearKind::k_proj: case LinearKind::v_proj: b.out = kv_dim, b.in = c.hidden_size; break;
+    case LinearKind::o_proj: b.out = c.hidden_size, b.in = q_dim; break;
+    case LinearKind::gate_proj: case LinearKind::up_proj: b.out = c.intermediate_size, b.in = c.hidden_size; break;
+    case LinearKind::down_proj: b.out = c.hidden_size, b.in = c.intermediate_size; break;
+  }
+  return b;
+}
+
 std::optional<LinearKind> parse_linear_kind(std::string_view name) {
   for (LinearKind k : kAllLinearKinds)
     if (name == linear_kind_name(k)) return k;

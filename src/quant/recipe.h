@@ -63,6 +63,7 @@
 #include <vector>
 
 #include "formats/format.h"
+#include "io/model_config.h"
 #include "quant/gptq.h"
 #include "quant/rtn.h"
 
@@ -77,6 +78,15 @@ inline constexpr std::array<LinearKind, kLinearKinds> kAllLinearKinds = {
 const char* linear_kind_name(LinearKind k);
 std::string linear_kind_leaf(LinearKind k);
 std::optional<LinearKind> parse_linear_kind(std::string_view name);
+
+// Block `layer`'s linear of kind k in a model of config c: its weight's canonical name, its bias's
+// (empty: the config has none for it; only q/k/v carry one, with attention_bias), and its shape
+// [out, in]. What every engine and the calibration pass load.
+struct BlockLinear {
+  std::string weight, bias;
+  int64_t out = 0, in = 0;
+};
+BlockLinear block_linear(const ModelConfig& c, int64_t layer, LinearKind k);
 
 enum class WeightAlgorithm : uint8_t { rtn, gptq };
 const char* weight_algorithm_name(WeightAlgorithm a);

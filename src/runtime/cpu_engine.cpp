@@ -13,6 +13,7 @@
 #include "core/thread_pool.h"
 #include "formats/convert.h"
 #include "io/quantized_checkpoint.h"
+#include "quant/recipe.h"
 #include "quant/rope_scale.h"
 
 namespace qf {
@@ -68,27 +69,15 @@ CpuEngine::CpuEngine(const Checkpoint& ck, int num_slots, int64_t slot_capacity,
   const std::string head_name = c.tie_word_embeddings ? names::embed() : names::lm_head();
   lm_head_ = linear(head_name, "", c.vocab_size, c.hidden_size);
 
-  const int64_t q_dim = c.num_heads * c.head_dim, kv_dim = c.num_kv_heads * c.head_dim;
   for (int64_t i = 0; i < c.num_layers; ++i) {
-    auto L = [&](const std::string& leaf) { return names::layer(i, leaf); };
-    auto B = [&](const std::string& leaf) { return c.attention_bias ? L(leaf) : std::string(); };
     Layer layer;
-    layer.attn_norm = norm(L("input_layernorm.weight"));
-    layer.mlp_norm = norm(L("post_attention_layernorm.weight"));
-    layer.q = linear(L("self_attn.q_proj.weight"), B("self_attn.q_proj.bias"), q_dim, c.hidden_size);
-    layer.k = linear(L("self_attn.k_proj.weight"), B("self_attn.k_proj.bias"), kv_dim, c.hidden_size);
-    layer.v = linear(L("self_attn.v_proj.weight"), B("self_attn.v_proj.bias"), kv_dim, c.hidden_size);
-    layer.o = linear(L("self_attn.o_proj.weight"), "", c.hidden_size, q_dim);
-    layer.gate = linear(L("mlp.gate_proj.weight"), "", c.intermediate_size, c.hidden_size);
-    layer.up = linear(L("mlp.up_proj.weight"), "", c.intermediate_size, c.hidden_size);
-    layer.down = linear(L("mlp.down_proj.weight"), "", c.hidden_size, c.intermediate_size);
-    if (const std::string post = k_post_rope_scale_name(i); ck.has(post)) {
-      layer.k_post_rope_scale = widen(ck.tensor(post));
-      QF_CHECK(int64_t(layer.k_post_rope_scale.size()) == kv_dim, ck.path, ": ", post, " has ",
-               layer.k_post_rope_scale.size(), " values, expected ", kv_dim, " (num_kv_heads * head_dim)");
-      for (float v : layer.k_post_rope_scale)
-        QF_CHECK(std::isfinite(v) && v > 0, ck.path, ": ", post, " holds ", v, "; scales must be finite and > 0");
+    layer.attn_norm = norm(names::layer(i, "input_layernorm.weight"));
+    layer.mlp_norm = norm(names::layer(i, "post_attention_layernorm.weight"));
+    for (LinearKind kind : kAllLinearKinds) {
+      const BlockLinear b = block_linear(c, i, kind);
+      layer.*kLayerLinears[size_t(kind)] = linear(b.weight, b.bias, b.out, b.in);
     }
+    layer.k_post_rope_scale = read_k_post_rope_scale(ck, i);
     layers_.push_back(std::move(layer));
   }
   rope_ = rope_frequencies(c, c.max_position_embeddings);

@@ -23,6 +23,7 @@
 #include "backends/cpu/linear_layer.h"
 #include "formats/format.h"
 #include "io/checkpoint.h"
+#include "quant/recipe.h"
 #include "runtime/engine.h"
 #include "runtime/rope_frequencies.h"
 
@@ -68,7 +69,7 @@ class CpuEngine final : public Engine {
  private:
   struct Layer {
     std::vector<float> attn_norm, mlp_norm;
-    std::unique_ptr<cpu::LinearLayer> q, k, v, o, gate, up, down;
+    std::unique_ptr<cpu::LinearLayer> q, k, v, o, gate, up, down;  // kLayerLinears: in LinearKind order
     std::vector<float> k_post_rope_scale;  // [kv_heads * head_dim], empty: none
   };
   struct Slot {
@@ -76,6 +77,8 @@ class CpuEngine final : public Engine {
     int64_t length = 0;
   };
 
+  static constexpr std::unique_ptr<cpu::LinearLayer> Layer::*kLayerLinears[] = {
+      &Layer::q, &Layer::k, &Layer::v, &Layer::o, &Layer::gate, &Layer::up, &Layer::down};
   void check_batch(const Batch& batch) const;
   void attention_block(int64_t layer, const Batch& batch, float* q, const float* k, const float* v, float* out);
   float* cache_k(Slot& s, int64_t layer, int64_t kv_head);

@@ -25,6 +25,7 @@
 #include "formats/format.h"
 #include "io/checkpoint.h"
 #include "quant/fp32_device.h"
+#include "quant/recipe.h"
 #include "runtime/engine.h"
 #include "runtime/rope_frequencies.h"
 
@@ -62,9 +63,11 @@ class SimulationEngine final : public Engine {
   };
   struct Layer {
     const float *attn_norm = nullptr, *mlp_norm = nullptr;
-    Linear q, k, v, o, gate, up, down;
+    Linear q, k, v, o, gate, up, down;  // kLayerLinears: in LinearKind order
     const float* k_post_rope_scale = nullptr;  // null: none
   };
+  static constexpr Linear Layer::*kLayerLinears[] = {&Layer::q, &Layer::k,    &Layer::v,   &Layer::o,
+                                                     &Layer::gate, &Layer::up, &Layer::down};
   // The device copy of a host F32 vector.
   const float* upload(const std::vector<float>& host, const std::string& what);
   // Slot s's cache of layer l: [capacity, kv_heads * head_dim] rows, keys then values.

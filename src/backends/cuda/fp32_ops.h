@@ -1,9 +1,10 @@
-// The F32 kernels of the calibration pass on the GPU (quant/fp32_device.h's CUDA device).
+// The F32 kernels of the GPU's Fp32Device (quant/fp32_device.h): the calibration pass, GPTQ's
+// updates and the simulation engine (runtime/simulation_engine.h).
 //
-// Calibration computes in FP32 end to end — the statistics GPTQ and the smoothing search read
-// (Hessians X^T X, channel absmax and histograms) are those of the model as the CPU engine runs
-// it, not of a BF16 engine — so these are FP32 twins of the CPU backend's ops, not the BF16
-// engine's kernels. Each kernel names its CPU twin; the twins agree up to FP32 rounding of a
+// They compute in FP32 end to end — the statistics GPTQ and the smoothing search read (Hessians
+// X^T X, channel absmax and histograms), and a simulated evaluation, are those of the model as the
+// CPU engine runs it, not of a BF16 engine — so these are FP32 twins of the CPU backend's ops, not
+// the BF16 engine's kernels. Each kernel names its CPU twin; the twins agree up to FP32 rounding of a
 // different summation order (tests/cuda/test_fp32_device.cpp states the bounds). Linears
 // and X^T X go through cuBLASLt's FP32 GEMM (cublaslt.h linear_f32, gram_f32).
 //
