@@ -235,13 +235,16 @@ for step in $STEPS; do
       done
       ;;
     quantize)
-      # Issue 4: how long GPTQ W4 g128 takes with the default calibration (128 x 2048).
+      # Issue 4: how long GPTQ W4 g128 takes with the default calibration (128 x 2048), on the GPU
+      # when present; then its simulated perplexity on the CPU and on the GPU.
       [ -n "${QF_MODEL:-}" ] || { echo "quantize: the default model is absent, skipped" >&2; continue; }
       echo "== quantize gptq-w4g128"
       run_step "quantize gptq-w4g128" bash -c "'$BIN/qforge' quantize '$QF_MODEL' --recipe gptq-w4g128 -o '$WORK/q-gptq-w4g128' ${QF_QUANTIZE_ARGS:-} >'$WORK/quantize.txt' 2>&1"
       tail -n 25 "$WORK/quantize.txt" >>"$LOG"
       if [ -f "$WORK/q-gptq-w4g128/config.json" ]; then
         run_step "ppl gptq-w4g128 cpu" bash -c "'$BIN/qforge' ppl '$WORK/q-gptq-w4g128' --device cpu ${QF_PPL_ARGS:---ctx 2048 --chunks 32} --json --quiet >'$WORK/ppl_q.json' 2>>'$LOG'"
+        # The same simulation on the GPU (runtime/simulation_engine.h): equal to FP32 order.
+        run_step "ppl gptq-w4g128 cuda --simulate" bash -c "'$BIN/qforge' ppl '$WORK/q-gptq-w4g128' --device cuda --simulate ${QF_PPL_ARGS:---ctx 2048 --chunks 32} --json --quiet >'$WORK/ppl_qsim.json' 2>>'$LOG'"
       fi
       ;;
     *) echo "device.sh: unknown step '$step'" >&2 ;;
@@ -361,12 +364,14 @@ work = sys.argv[1]
 def load(name):
     p = os.path.join(work, f"ppl_{name}.json")
     return json.load(open(p)) if os.path.exists(p) and os.path.getsize(p) else None
-g, c, q = load("cuda"), load("cpu"), load("q")
-for name, r in (("cuda", g), ("cpu", c), ("gptq-w4g128 (cpu, simulated)", q)):
+g, c, q, qs = load("cuda"), load("cpu"), load("q"), load("qsim")
+for name, r in (("cuda", g), ("cpu", c), ("gptq-w4g128 (cpu, simulated)", q), ("gptq-w4g128 (cuda, simulated)", qs)):
     if r:
         print(f'ppl {name}: {r["ppl"]:.4f} +- {r["ppl_stderr"]:.4f} over {r["tokens"]} tokens (ctx {r["ctx"]}, {r["chunks"]} windows), {r["seconds"]:.1f} s')
 if g and c:
     print(f'ppl cuda vs cpu: {100 * (g["ppl"] / c["ppl"] - 1):+.4f} % (issue 3: within 0.1 %)')
+if q and qs:
+    print(f'ppl gptq-w4g128 simulated, GPU vs CPU: {100 * (qs["ppl"] / q["ppl"] - 1):+.5f} % (issue 4: the same simulation)')
 EOF
 fi
 if ls "$WORK"/qppl_*_cuda.json >/dev/null 2>&1; then
