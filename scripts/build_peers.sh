@@ -62,7 +62,7 @@ build_fp6_llm() {
   say "fp6_llm ($commit): compiling its fp6_linear.cu (about a minute)"
   "$NVCC" "${peer_flags[@]}" -I"$csrc" -c "$csrc/fp6_linear.cu" -o "$BUILD/fp6_llm/fp6_linear.o"
   say "fp6_llm: compiling our harness bench/peers/fp6_llm_bench.cu"
-  "$NVCC" -O3 -std=c++17 "${arch[@]}" -I"$csrc" -DQF_PEER_COMMIT="\"$commit\"" \
+  "$NVCC" -O3 -std=c++17 "${arch[@]}" -I"$csrc" -I"$ROOT/src" -DQF_PEER_COMMIT="\"$commit\"" \
     -c "$ROOT/bench/peers/fp6_llm_bench.cu" -o "$BUILD/fp6_llm/fp6_llm_bench.o"
   mkdir -p "$CARRY_BIN"
   "$NVCC" "${arch[@]}" --cudart=static -Xcompiler -static-libstdc++,-static-libgcc \

@@ -68,6 +68,9 @@
 #endif
 #include "fp6_linear.cuh"
 
+#include "backends/cuda/bench_timing.h"  // qforge's src/ (-I by scripts/build_peers.sh)
+#include "backends/cuda/llama_shapes.h"
+
 #ifndef QF_PEER_COMMIT
 #define QF_PEER_COMMIT "unknown"
 #endif
@@ -97,30 +100,16 @@ constexpr size_t kMaxWorkspaceBytes = size_t{4} << 30;  // split-K FP32 partials
 }
 
 // ---- the shapes of `qforge bench gemm` ------------------------------------------------------
-// The same table as kLlamaModels / llama_layer_shapes in src/backends/cuda/linear_bench.cpp
-// (the models' Hugging Face config.json values); device.sh joins the two outputs on
-// (model, layer, m), so a drift shows up as unmatched rows.
-struct LlamaDims {
-  const char* name;
-  int64_t hidden, heads, kv_heads, head_dim, ffn;
-};
-constexpr LlamaDims kLlamaModels[] = {
-    {"llama2-7b", 4096, 32, 32, 128, 11008},
-    {"llama3-8b", 4096, 32, 8, 128, 14336},
-    {"llama2-70b", 8192, 64, 8, 128, 28672},
-};
-struct Shape {
-  std::string model, layer;
-  int64_t n, k;  // W is [n, k]: n output channels (fp6_llm's M), k inputs (its K)
-};
+// qforge's own table (src/backends/cuda/llama_shapes.h), so the two outputs join on (model, layer, m).
+using Shape = qf::cuda::GemmLayerShape;  // W is [n, k]: n output channels (fp6_llm's M), k inputs (its K)
 std::vector<Shape> layer_shapes(const std::string& model) {
-  for (const LlamaDims& d : kLlamaModels)
-    if (model == d.name)
-      return {{model, "qkv", (d.heads + 2 * d.kv_heads) * d.head_dim, d.hidden},
-              {model, "o", d.hidden, d.heads * d.head_dim},
-              {model, "gate_up", 2 * d.ffn, d.hidden},
-              {model, "down", d.hidden, d.ffn}};
-  usage_error("unknown model '" + model + "' (known: llama2-7b, llama3-8b, llama2-70b)");
+  std::vector<Shape> shapes = qf::cuda::find_llama_layer_shapes(model);
+  if (shapes.empty()) {
+    std::string known;
+    for (const qf::cuda::LlamaDims& d : qf::cuda::kLlamaModels) known += std::string(known.empty() ? "" : ", ") + d.name;
+    usage_error("unknown model '" + model + "' (known: " + known + ")");
+  }
+  return shapes;
 }
 
 // ---- options ----------------------------------------------------------------------------------
@@ -276,10 +265,7 @@ struct DeviceBuffer {
   }
 };
 
-struct Timing {
-  double median_us = 0, min_us = 0, max_us = 0;
-  int reps = 0;
-};
+using qf::cuda::Timing;
 
 // ---- the benchmark ----------------------------------------------------------------------------
 struct Row {
@@ -423,13 +409,7 @@ class Bench {
       CHECK_CUDA(cudaEventElapsedTime(&ms, start_[i], stop_[i]));
       us[i] = 1e3 * ms;
     }
-    std::sort(us.begin(), us.end());
-    Timing t;
-    t.reps = reps;
-    t.min_us = us.front();
-    t.max_us = us.back();
-    t.median_us = reps % 2 ? us[reps / 2] : 0.5 * (us[reps / 2 - 1] + us[reps / 2]);
-    return t;
+    return qf::cuda::timing_of(std::move(us));
   }
 
   // linear_bench.cpp's Timer::time: warm-up (every set once, at least 3 launches), a 5-launch
@@ -577,15 +557,6 @@ std::string json_escape(const std::string& s) {
   return o;
 }
 
-std::string utc_now() {
-  const std::time_t t = std::time(nullptr);
-  std::tm tm{};
-  gmtime_r(&t, &tm);
-  char buf[32];
-  std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tm);
-  return buf;
-}
-
 void write_json(const std::string& path, const Options& o, const Bench& b, const std::vector<Row>& rows,
                 const std::string& date) {
   FILE* f = std::fopen(path.c_str(), "w");
@@ -623,7 +594,7 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "peer_fp6_llm needs a CUDA GPU: %s\n", err == cudaSuccess ? "none is present" : cudaGetErrorString(err));
     return 2;
   }
-  const std::string date = utc_now();
+  const std::string date = qf::cuda::utc_now();
   Bench bench(o);
   std::vector<Row> rows;
   for (const std::string& model : o.models)

@@ -26,6 +26,7 @@
 #include <random>
 
 #include "backends/cuda/attention_bench.h"
+#include "backends/cuda/bench_timing.h"
 #include "backends/cuda/cublaslt.h"
 #include "backends/cuda/cuda_check.h"
 #include "backends/cuda/device.h"
@@ -392,9 +393,7 @@ void run_model_bench(const ModelFlags& f) {
   for (const DecodeRow& d : decode)
     if (d.batch == 1 && d.error.empty()) d1 = &d;
 
-  char date[32];
-  const std::time_t now = std::time(nullptr);
-  std::strftime(date, sizeof date, "%Y-%m-%dT%H:%M:%SZ", std::gmtime(&now));
+  const std::string date = cuda::utc_now();
   nlohmann::json j;
   j["date_utc"] = date;
   j["device"] = info.name;
@@ -453,7 +452,7 @@ void run_model_bench(const ModelFlags& f) {
     std::cout << j.dump(1) << std::endl;
     return;
   }
-  std::printf("qforge bench model  %s  %s\nmodel: %s\n", date, info.name.c_str(), label.c_str());
+  std::printf("qforge bench model  %s  %s\nmodel: %s\n", date.c_str(), info.name.c_str(), label.c_str());
   std::printf("weights %s on the GPU (a decode step reads %s); peak GPU memory in use %s; prefill passes of %lld tokens\n",
               cuda::size_str(weight_bytes).c_str(), cuda::size_str(decode_read_bytes).c_str(),
               cuda::size_str(peak_used).c_str(), static_cast<long long>(f.chunk));

@@ -12,6 +12,7 @@
 
 #include "backends/cuda/attention.h"
 #include "backends/cuda/attention_fp8.h"
+#include "backends/cuda/bench_timing.h"
 #include "backends/cuda/cuda_check.h"
 #include "backends/cuda/device.h"
 #include "backends/cuda/kv_cache.h"
@@ -100,11 +101,6 @@ int rotation_copies(double bytes) {
   return std::clamp(n, 1, 64);
 }
 
-struct Timing {
-  double median_us = 0, min_us = 0, max_us = 0;
-  int reps = 0;
-};
-
 // launch(i) runs the i-th rotation of the case; warm-up, then per-launch events.
 template <typename Launch>
 Timing time_launches(const AttentionBenchOptions& o, int rotation, cudaStream_t stream, Launch&& launch) {
@@ -126,8 +122,7 @@ Timing time_launches(const AttentionBenchOptions& o, int rotation, cudaStream_t 
   stops.back().synchronize();
   std::vector<double> us(static_cast<size_t>(reps));
   for (int i = 0; i < reps; ++i) us[size_t(i)] = 1e3 * stops[size_t(i)].elapsed_ms_since(starts[size_t(i)]);
-  std::sort(us.begin(), us.end());
-  return {us[us.size() / 2], us.front(), us.back(), reps};
+  return timing_of(std::move(us));
 }
 
 // A device copy of a host int32 array (the launches' per-sequence metadata).
@@ -305,13 +300,6 @@ AttentionBenchRow bench_decode(const AttentionBenchOptions& o, const AttentionBe
     decode_attention(a, stream);
   });
   return timed(row, t);
-}
-
-std::string utc_now() {
-  const std::time_t now = std::time(nullptr);
-  char buf[32];
-  std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", std::gmtime(&now));
-  return buf;
 }
 
 }  // namespace

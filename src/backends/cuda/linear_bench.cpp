@@ -7,6 +7,7 @@
 #include <map>
 #include <memory>
 
+#include "backends/cuda/bench_timing.h"
 #include "backends/cuda/cuda_check.h"
 #include "backends/cuda/device.h"
 #include "backends/cuda/fpx_gemm.h"
@@ -18,17 +19,6 @@
 namespace qf::cuda {
 
 namespace {
-
-// Hyper-parameters of the benchmarked models (their Hugging Face config.json files).
-struct LlamaDims {
-  const char* name;
-  int64_t hidden, heads, kv_heads, head_dim, ffn;
-};
-constexpr LlamaDims kLlamaModels[] = {
-    {"llama2-7b", 4096, 32, 32, 128, 11008},
-    {"llama3-8b", 4096, 32, 8, 128, 14336},
-    {"llama2-70b", 8192, 64, 8, 128, 28672},
-};
 
 // ---- formats the benchmark can make operands for ------------------------------------------
 // Plain BF16, FP8 E4M3 with a per-tensor or per-token scale, and the FPx and w4a8 weight blobs
@@ -111,20 +101,6 @@ void fill_weights(void* dst, const OperandKind& kind, int64_t rows, int64_t cols
 
 constexpr uint16_t kBf16NaN = 0x7FC1;  // a quiet NaN no arithmetic produces by accident
 
-std::string utc_now() {
-  const std::time_t t = std::time(nullptr);
-  std::tm tm{};
-  gmtime_r(&t, &tm);
-  char buf[32];
-  std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tm);
-  return buf;
-}
-
-struct Timing {
-  double median_us = 0, min_us = 0, max_us = 0;
-  int reps = 0;
-};
-
 // Times `launch(set)` (which enqueues one operation on `stream`).
 class Timer {
  public:
@@ -164,13 +140,7 @@ class Timer {
     stop_[reps - 1].synchronize();
     std::vector<double> us(reps);
     for (int i = 0; i < reps; ++i) us[i] = 1e3 * stop_[i].elapsed_ms_since(start_[i]);
-    std::sort(us.begin(), us.end());
-    Timing t;
-    t.reps = reps;
-    t.min_us = us.front();
-    t.max_us = us.back();
-    t.median_us = reps % 2 ? us[reps / 2] : 0.5 * (us[reps / 2 - 1] + us[reps / 2]);
-    return t;
+    return timing_of(std::move(us));
   }
 
   const GemmBenchOptions& opt_;
@@ -492,15 +462,7 @@ std::vector<std::string> known_gemm_models() {
 }
 
 std::vector<GemmLayerShape> llama_layer_shapes(const std::string& model) {
-  for (const LlamaDims& d : kLlamaModels) {
-    if (model != d.name) continue;
-    return {
-        {model, "qkv", (d.heads + 2 * d.kv_heads) * d.head_dim, d.hidden},
-        {model, "o", d.hidden, d.heads * d.head_dim},
-        {model, "gate_up", 2 * d.ffn, d.hidden},
-        {model, "down", d.hidden, d.ffn},
-    };
-  }
+  if (std::vector<GemmLayerShape> shapes = find_llama_layer_shapes(model); !shapes.empty()) return shapes;
   std::string known;
   for (const std::string& n : known_gemm_models()) known += (known.empty() ? "" : ", ") + n;
   fail("unknown model '", model, "' (known: ", known, ")");

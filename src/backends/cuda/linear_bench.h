@@ -17,19 +17,14 @@
 #include <string>
 #include <vector>
 
-namespace qf::cuda {
+#include "backends/cuda/llama_shapes.h"
 
-// One linear layer of a model, by the shape of its weight [N, K].
-struct GemmLayerShape {
-  std::string model;  // "llama2-7b"
-  std::string layer;  // "qkv" (q, k and v fused), "o", "gate_up" (fused), "down"
-  int64_t n = 0, k = 0;
-};
+namespace qf::cuda {
 
 // The names llama_layer_shapes knows.
 std::vector<std::string> known_gemm_models();
-// The four linear layers of one decoder block of `model`, derived from its hyper-parameters.
-// Throws qf::Error listing the known names for an unknown one.
+// The four linear layers of one decoder block of `model` (llama_shapes.h). Throws qf::Error
+// listing the known names for an unknown one.
 std::vector<GemmLayerShape> llama_layer_shapes(const std::string& model);
 
 struct GemmBenchOptions {
