@@ -54,9 +54,10 @@ TEST(RopeKvAppend, EqualsRopeThenAppend) {
   SCOPED_TRACE("seed " + std::to_string(seed));
   std::mt19937_64 rng(seed);
   cuda::Stream stream;
-  for (const Case& c : kCases) {
-    SCOPED_TRACE(c.name);
-    const int T = 37;
+  // 37 tokens: several CTAs per token, each a range of head rows; 1 and 2 (decode): one row per warp.
+  for (const Case& c : kCases)
+  for (const int T : {37, 2, 1}) {
+    SCOPED_TRACE(std::string(c.name) + ", " + std::to_string(T) + " tokens");
     const int64_t stride = int64_t(c.heads + 2 * c.kv_heads) * c.head_dim + 8;  // padded rows
     const std::vector<bf16> qkv = random_bf16(size_t(T * stride), rng);
     // Two sequences' blocks; positions continue a cache of some length; token 5 is padding.
@@ -69,7 +70,8 @@ TEST(RopeKvAppend, EqualsRopeThenAppend) {
       pos[size_t(i)] = i < 20 ? 40 + i : 53 + (i - 20) + 3000 * (i % 2);  // large positions too
       slots[size_t(i)] = i < 20 ? s0[size_t(i)] : s1[size_t(i - 20)];
     }
-    slots[5] = -1;
+    const int padding = T > 5 ? 1 : 0;
+    if (padding) slots[5] = -1;
     std::vector<double> inv_freq(size_t(c.head_dim / 2));
     for (size_t j = 0; j < inv_freq.size(); ++j) inv_freq[j] = std::pow(10000.0, -2.0 * double(j) / c.head_dim);
 
@@ -106,8 +108,8 @@ TEST(RopeKvAppend, EqualsRopeThenAppend) {
                vbh = vb.download(stream);
     EXPECT_EQ(count_mismatch(kah, kbh), 0);
     EXPECT_EQ(count_mismatch(vah, vbh), 0);
-    // The unfused path wrote T - 1 rows per KV head in each pool; the rest is still poison in both.
-    const int64_t written = int64_t(T - 1) * c.kv_heads * c.head_dim;
+    // Both paths wrote the non-padding tokens' rows of each KV head; the rest is still poison.
+    const int64_t written = int64_t(T - padding) * c.kv_heads * c.head_dim;
     EXPECT_EQ(count_poisoned(kbh, 0, kbh.size()), int64_t(pool) - written);
     EXPECT_EQ(count_poisoned(vbh, 0, vbh.size()), int64_t(pool) - written);
   }

@@ -27,7 +27,9 @@
 //    multiplies the current one (register double buffering). A group is kUnroll x kRowTiles
 //    tiles: 4 x 768 B or 2 x 2 x 768 B = 3 KB per warp of FP6 in flight beyond the one being used;
 //    2 CTAs x 8 warps per SM give ~48 KB per SM, three times Little's law's ~16 KB (3.0 TB/s x
-//    ~0.7 us loaded latency / 132 SMs).
+//    ~0.7 us loaded latency / 132 SMs). Launched programmatically (pdl.h), a CTA issues its first
+//    group's loads before it waits for the kernel before it, as gemv.cu does: in the FP6 decode
+//    step of Llama-2-7B that and the RoPE fix (rope_kv.cu) took 3.85 -> 3.47 ms (H100, 2026-11-23).
 // 6. M buckets (a CTA covers kRowTiles x 16 rows and kMTiles x 8 batch rows):
 //      M <= 8:   1 row tile,  1 batch tile, 4 tiles per group
 //      M <= 16:  2 row tiles, 2 batch tiles, 2 per group
@@ -61,6 +63,7 @@
 #include "backends/cuda/device.h"
 #include "backends/cuda/lowbit_dequant.h"
 #include "backends/cuda/lowbit_device.h"
+#include "backends/cuda/pdl.h"
 #include "backends/cuda/weight_prepack.h"
 
 namespace qf::cuda {
@@ -95,6 +98,7 @@ fpx_gemm_kernel(const __nv_bfloat16* __restrict__ x, const uint8_t* __restrict__
   constexpr int kHi = Codec::kHiBits;
   constexpr int kTileBytes = fpx_tile_bytes(Codec::kBits);
   constexpr int kAcc = kRowTiles * kMTiles * 4;
+  pdl_trigger();  // pdl.h; the wait comes after the first weight loads below
 
   const int warp = threadIdx.x / 32;
   const int lane = threadIdx.x % 32;
@@ -149,8 +153,10 @@ fpx_gemm_kernel(const __nv_bfloat16* __restrict__ x, const uint8_t* __restrict__
   };
 
   const int groups = (k_tiles + kUnroll - 1) / kUnroll;
+  // The blob is constant: the first group loads before pdl_wait() (gemv.cu explains); x and y wait.
   Stage current;
   load_stage(warp, current);
+  pdl_wait();
   for (int group = warp; group < groups; group += kWarps) {
     Stage next;
     load_stage(group + kWarps, next);  // all loads predicated off past the last group
@@ -215,9 +221,8 @@ void launch(const __nv_bfloat16* x, const uint8_t* blob, size_t scale_offset, __
             cudaStream_t stream) {
   const dim3 grid(static_cast<unsigned>((s.row_tiles + kRowTiles - 1) / kRowTiles),
                   static_cast<unsigned>((s.m + kMTiles * 8 - 1) / (kMTiles * 8)));
-  fpx_gemm_kernel<kExp, kMan, kRowTiles, kMTiles, kUnroll, kMinBlocks><<<grid, kThreads, 0, stream>>>(
-      x, blob, reinterpret_cast<const float*>(blob + scale_offset), y, s.m, s.n, s.k, s.row_tiles, s.k_tiles);
-  QF_CUDA_CHECK_LAUNCH();
+  launch_pdl(fpx_gemm_kernel<kExp, kMan, kRowTiles, kMTiles, kUnroll, kMinBlocks>, grid, dim3(kThreads), 0, stream,
+             x, blob, reinterpret_cast<const float*>(blob + scale_offset), y, s.m, s.n, s.k, s.row_tiles, s.k_tiles);
 }
 
 // The M buckets of the design notes (6.).
