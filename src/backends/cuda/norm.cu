@@ -42,9 +42,23 @@ template <typename Residual, bool kFp8 = false>
 __global__ void rmsnorm_kernel(const bf16* x, Residual* __restrict__ residual,
                                const float* __restrict__ weight, float eps, bf16* y, int dim,
                                uint8_t* __restrict__ yq, float* __restrict__ ys) {
-  pdl_begin();
+  pdl_trigger();
   const int64_t row = blockIdx.x;
   const int vecs = dim / 8;
+  // The norm weights are constant: loaded before the wait for the kernel before (pdl.h), they
+  // take one global-memory round trip off a chain that at decode is the whole kernel.
+  float w[kVecsPerThread][8];
+#pragma unroll
+  for (int k = 0; k < kVecsPerThread; ++k) {
+    const int i = threadIdx.x + k * blockDim.x;
+    if (i < vecs) {
+      const float4 w0 = reinterpret_cast<const float4*>(weight)[2 * i];
+      const float4 w1 = reinterpret_cast<const float4*>(weight)[2 * i + 1];
+      w[k][0] = w0.x, w[k][1] = w0.y, w[k][2] = w0.z, w[k][3] = w0.w;
+      w[k][4] = w1.x, w[k][5] = w1.y, w[k][6] = w1.z, w[k][7] = w1.w;
+    }
+  }
+  pdl_wait();
   float v[kVecsPerThread][8];
   float sum_sq = 0.0f;
 #pragma unroll
@@ -83,11 +97,8 @@ __global__ void rmsnorm_kernel(const bf16* x, Residual* __restrict__ residual,
   for (int k = 0; k < kVecsPerThread; ++k) {
     const int i = threadIdx.x + k * blockDim.x;
     if (i < vecs) {
-      const float4 w0 = reinterpret_cast<const float4*>(weight)[2 * i];
-      const float4 w1 = reinterpret_cast<const float4*>(weight)[2 * i + 1];
-      const float w[8] = {w0.x, w0.y, w0.z, w0.w, w1.x, w1.y, w1.z, w1.w};
 #pragma unroll
-      for (int e = 0; e < 8; ++e) v[k][e] = __fmul_rn(__fmul_rn(v[k][e], inv_rms), w[e]);
+      for (int e = 0; e < 8; ++e) v[k][e] = __fmul_rn(__fmul_rn(v[k][e], inv_rms), w[k][e]);
       if constexpr (kFp8) {
 #pragma unroll
         for (int e = 0; e < 8; ++e) amax = fmaxf(amax, fabsf(v[k][e]));

@@ -6,6 +6,9 @@
 // Rows are contiguous ([rows, dim]); dim must be a multiple of 8 (16-byte vectors) and at most
 // 32768; pointers 16-byte aligned. One CTA per row, each thread holding up to 4 vectors of
 // the row in registers between the two passes, so x is read from memory once.
+// Launched programmatically (pdl.h), the kernels read `weight` before they wait for the kernel
+// before them: the weight must not be written by a kernel of the same programmatic chain (model
+// weights never are; a plain launch or a copy in between ends any chain).
 #pragma once
 
 #include <cuda_bf16.h>
