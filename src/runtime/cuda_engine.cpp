@@ -75,6 +75,7 @@ std::optional<CudaLinearMode> cuda_linears_for(const QuantizationConfig& q) {
 #include "backends/cuda/embedding.h"
 #include "backends/cuda/fpx_gemm.h"
 #include "backends/cuda/gather.h"
+#include "backends/cuda/gemv.h"
 #include "backends/cuda/kv_cache.h"
 #include "backends/cuda/linear.h"
 #include "backends/cuda/norm.h"
@@ -290,6 +291,11 @@ struct CudaEngine::Impl {
       a.x = x;
       linears.run(fpx ? key_fpx : key, a);
     }
+  }
+  // BF16 linears at the batch sizes where the registry runs the gate/up projection with
+  // gemv_bf16_v2: its SwiGLU variant writes silu(gate) * up directly (gemv.h; the same bits).
+  bool fused_swiglu(int64_t m) const {
+    return !w4a8 && !fpx && F % 16 == 0 && linears.select(key, {m, 2 * F, H}).name() == "gemv_bf16_v2";
   }
   // residual += delta; then the normalised rows become the next linear's input: BF16 `normed`,
   // or, for w4a8, xq / xs straight from FP32.
@@ -765,11 +771,16 @@ void CudaEngine::Impl::enqueue_body(int64_t T, int64_t R, int max_q_len, bool de
     mark("linear o");
     add_norm(hidden, T, L.mlp_norm);
     mark("add+rmsnorm");
-    linear(w4a8 ? nullptr : normed, L, kGateUp, gu, T);
-    mark("linear gate_up");
-    if (w4a8) cuda::silu_mul_fp8(gu, gu + F, 2 * F, xq, xs, T, F, stream);
-    else cuda::silu_mul(gu, gu + F, 2 * F, act, F, T, F, stream);
-    mark("silu*mul");
+    if (fused_swiglu(T)) {
+      cuda::gemv_bf16_swiglu(normed, L.gu, act, T, F, H, stream);
+      mark("linear gate_up + silu*mul");
+    } else {
+      linear(w4a8 ? nullptr : normed, L, kGateUp, gu, T);
+      mark("linear gate_up");
+      if (w4a8) cuda::silu_mul_fp8(gu, gu + F, 2 * F, xq, xs, T, F, stream);
+      else cuda::silu_mul(gu, gu + F, 2 * F, act, F, T, F, stream);
+      mark("silu*mul");
+    }
     linear(w4a8 ? nullptr : act, L, kDown, hidden, T);
     mark("linear down");
   }

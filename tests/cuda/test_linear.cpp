@@ -27,6 +27,7 @@
 #include <vector>
 
 #include "backends/cpu/gemm.h"
+#include "backends/cuda/activation.h"
 #include "backends/cuda/cuda_check.h"
 #include "backends/cuda/device.h"
 #include "backends/cuda/gemv.h"
@@ -247,6 +248,49 @@ TEST(Gemv, IsDeterministic) {
       else ASSERT_EQ(out, first) << "run " << run << " differs from run 0";
     }
   }
+}
+
+// The fused gate/up GEMV + SwiGLU against the unfused pair it replaces in the engine
+// (gemv_bf16_v2 into [M, 2F], then silu_mul), both tested against their CPU twins elsewhere:
+// the fused kernel sums the same tiles in the same order and rounds where the pair stores, so the
+// outputs must be equal bit for bit. Real gate/up shapes (Llama-2-7B, Llama-3-8B, SmolLM2-135M),
+// M = 1, 5, 8 (one batch tile) and 13 (two), the output poisoned first.
+TEST(Gemv, SwiGluEqualsGemvThenSiluMul) {
+  QF_REQUIRE_GPU();
+  struct Shape {
+    const char* name;
+    int64_t f, k;
+  };
+  const Shape shapes[] = {{"llama2-7b", 11008, 4096}, {"llama3-8b", 14336, 4096}, {"smollm2-135m", 1536, 576}};
+  Stream stream;
+  uint64_t seed = test_seed();
+  for (const Shape& sh : shapes) {
+    for (const int64_t m : {1, 5, 8, 13}) {
+      SCOPED_TRACE(std::string(sh.name) + " M=" + std::to_string(m));
+      const int64_t n = 2 * sh.f;
+      DeviceBuffer w(size_t(n * sh.k) * 2, "W"), x(size_t(m * sh.k) * 2, "x"), gu(size_t(m * n) * 2, "gate/up"),
+          ref(size_t(m * sh.f) * 2, "act (unfused)"), act(size_t(m * sh.f) * 2, "act (fused)");
+      fill_random(w.data(), RandomType::bf16, size_t(n * sh.k), RandomSpec::normal_with(0.f, 0.05f), ++seed, stream);
+      fill_random(x.data(), RandomType::bf16, size_t(m * sh.k), RandomSpec::normal_with(0.f, 1.f), ++seed, stream);
+      fill_u16(ref.data(), kPoison, size_t(m * sh.f), stream);
+      fill_u16(act.data(), kPoison, size_t(m * sh.f), stream);
+      gemv_bf16_v2(x.as<__nv_bfloat16>(), w.as<__nv_bfloat16>(), gu.as<__nv_bfloat16>(), m, n, sh.k, stream);
+      silu_mul(gu.as<__nv_bfloat16>(), gu.as<__nv_bfloat16>() + sh.f, n, ref.as<__nv_bfloat16>(), sh.f, m, sh.f, stream);
+      gemv_bf16_swiglu(x.as<__nv_bfloat16>(), w.as<__nv_bfloat16>(), act.as<__nv_bfloat16>(), m, sh.f, sh.k, stream);
+      const std::vector<uint16_t> want = download_u16(ref, size_t(m * sh.f), stream);
+      const std::vector<uint16_t> got = download_u16(act, size_t(m * sh.f), stream);
+      int64_t poisoned = 0, differ = 0, nonzero = 0;
+      for (size_t i = 0; i < got.size(); ++i) {
+        poisoned += got[i] == kPoison;
+        differ += got[i] != want[i];
+        nonzero += (got[i] & 0x7FFF) != 0;
+      }
+      EXPECT_EQ(poisoned, 0) << "outputs left unwritten";
+      EXPECT_EQ(differ, 0) << "of " << got.size() << " outputs differ from gemv_bf16_v2 + silu_mul";
+      EXPECT_GT(nonzero, int64_t(got.size()) / 2) << "the outputs are mostly zero: the test would not see a wrong sum";
+    }
+  }
+  EXPECT_THROW(gemv_bf16_swiglu(nullptr, nullptr, nullptr, 1, 24, 64, nullptr), Error);  // F not a multiple of 16
 }
 
 // Host-side argument checks: they fire before any launch, so these run without a GPU.

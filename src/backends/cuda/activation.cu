@@ -4,6 +4,7 @@
 #include <algorithm>
 
 #include "backends/cuda/activation.h"
+#include "backends/cuda/activation_device.h"
 #include "backends/cuda/attention_ptx.h"
 #include "backends/cuda/cuda_check.h"
 #include "backends/cuda/fp8_token_device.h"
@@ -26,7 +27,7 @@ __global__ void silu_mul_kernel(const bf16* gate, const bf16* up, int64_t in_row
     ptx::bf16x8_to_float(*reinterpret_cast<const uint4*>(gate + row * in_row_stride + col), g);
     ptx::bf16x8_to_float(*reinterpret_cast<const uint4*>(up + row * in_row_stride + col), u);
 #pragma unroll
-    for (int e = 0; e < 8; ++e) o[e] = __fmul_rn(__fdiv_rn(g[e], __fadd_rn(1.0f, expf(-g[e]))), u[e]);
+    for (int e = 0; e < 8; ++e) o[e] = silu_times(g[e], u[e]);
     *reinterpret_cast<uint4*>(out + row * out_row_stride + col) = ptx::float_to_bf16x8(o);
   }
 }
@@ -45,7 +46,7 @@ silu_mul_fp8_kernel(const bf16* __restrict__ gate, const bf16* __restrict__ up, 
     ptx::bf16x8_to_float(*reinterpret_cast<const uint4*>(gate + row * in_row_stride + v * 8), g);
     ptx::bf16x8_to_float(*reinterpret_cast<const uint4*>(up + row * in_row_stride + v * 8), u);
 #pragma unroll
-    for (int e = 0; e < 8; ++e) o[e] = __fmul_rn(__fdiv_rn(g[e], __fadd_rn(1.0f, expf(-g[e]))), u[e]);
+    for (int e = 0; e < 8; ++e) o[e] = silu_times(g[e], u[e]);
   };
   float amax = 0.f;
   for (int64_t v = threadIdx.x; v < vecs; v += kFp8Threads) {

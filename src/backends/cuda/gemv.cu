@@ -54,6 +54,8 @@
 // nothing to the sums).
 #include "backends/cuda/gemv.h"
 
+#include "backends/cuda/activation_device.h"
+
 #include "backends/cuda/cuda_check.h"
 #include "backends/cuda/lowbit_device.h"
 #include "backends/cuda/pdl.h"
@@ -172,10 +174,19 @@ gemv_bf16_kernel(const __nv_bfloat16* __restrict__ x, const __nv_bfloat16* __res
 //    of tile i+1 are in flight during tile i's shared-memory reduction and store.
 // Bytes in flight per SM: 2 CTAs x 8 warps x 4-8 KB = 64-128 KB, 4-8x Little's ~16 KB.
 // Summation order is fixed (the same per-warp groups and shared-memory sum as v1): deterministic.
-template <int kMTiles>
+//
+// kSwiGlu (gemv_bf16_swiglu): W is [gate; up], n_rows / 2 rows each (a multiple of 16), and the
+// output is SwiGLU's product act[m, c] = silu(gate[m, c]) * up[m, c] instead of y. A CTA takes
+// gate tile p and then up tile p (for pairs p = blockIdx.x, + gridDim.x, ..); the thread that
+// stores output (m, r) of a tile keeps the gate value in a register and, after the up tile, writes
+// the product. Each value is rounded to BF16 where the unfused pair (this GEMV, then silu_mul)
+// stores it, so the result is the same bits, without the SiLU kernel and its round trip (a decode
+// step's ~2 us per layer).
+template <int kMTiles, bool kSwiGlu>
 __global__ void __launch_bounds__(kThreads, 2)
 gemv_bf16_v2_kernel(const __nv_bfloat16* __restrict__ x, const __nv_bfloat16* __restrict__ w,
                     __nv_bfloat16* __restrict__ y, int m_rows, int64_t n_rows, int k) {
+  static_assert(kMTiles * 8 * kRowsPerCta <= kThreads, "a thread stores at most one output of a tile");
   pdl_trigger();
   const int warp = threadIdx.x / 32;
   const int lane = threadIdx.x % 32;
@@ -186,6 +197,15 @@ gemv_bf16_v2_kernel(const __nv_bfloat16* __restrict__ x, const __nv_bfloat16* __
   const int n_steps = (k + kKPerStep - 1) / kKPerStep;
   const int n_groups = (n_steps + kUnroll - 1) / kUnroll;
   const int64_t row_tiles = (n_rows + kRowsPerCta - 1) / kRowsPerCta;
+  // The CTA's j-th row tile; row_tiles (or more) once it has none left.
+  auto tile_of = [&](int64_t j) -> int64_t {
+    if constexpr (kSwiGlu) {
+      const int64_t half = row_tiles / 2, pair = blockIdx.x + (j / 2) * gridDim.x;
+      return pair < half ? pair + (j % 2) * half : row_tiles;
+    } else {
+      return blockIdx.x + j * gridDim.x;
+    }
+  };
 
   struct Stage {
     uint4 wl[kUnroll], wh[kUnroll];
@@ -217,11 +237,14 @@ gemv_bf16_v2_kernel(const __nv_bfloat16* __restrict__ x, const __nv_bfloat16* __
 
   // W is constant: its first group loads before pdl_wait() (see v1); x and y wait.
   Stage cur;
-  load_stage(blockIdx.x, warp, cur);
+  load_stage(tile_of(0), warp, cur);
   pdl_wait();
 
   __shared__ float partial[kWarps][kMTiles * 8][kRowsPerCta];
-  for (int64_t tile = blockIdx.x; tile < row_tiles; tile += gridDim.x) {
+  float gate = 0.f;  // kSwiGlu: the gate value of the output this thread stores
+  for (int64_t j = 0;; ++j) {
+    const int64_t tile = tile_of(j);
+    if (tile >= row_tiles) break;
     float acc[kMTiles][4];
 #pragma unroll
     for (int mt = 0; mt < kMTiles; ++mt)
@@ -232,7 +255,7 @@ gemv_bf16_v2_kernel(const __nv_bfloat16* __restrict__ x, const __nv_bfloat16* __
       // The next group: this tile's, or the first of the next tile once this one is done.
       Stage nxt;
       if (group + kWarps < n_groups) load_stage(tile, group + kWarps, nxt);
-      else load_stage(tile + gridDim.x, warp, nxt);
+      else load_stage(tile_of(j + 1), warp, nxt);
       uint4 xv[kUnroll][kMTiles];
 #pragma unroll
       for (int u = 0; u < kUnroll; ++u) {
@@ -255,9 +278,36 @@ gemv_bf16_v2_kernel(const __nv_bfloat16* __restrict__ x, const __nv_bfloat16* __
     // past K, so predicated off.)
 
     const int64_t row0 = tile * kRowsPerCta;
-    lowbit::store_split_k_tile<kMTiles>(acc, partial, [&](int m, int r, float sum) {
-      if (m < m_rows && row0 + r < n_rows) y[static_cast<int64_t>(m) * n_rows + row0 + r] = __float2bfloat16_rn(sum);
-    });
+    if constexpr (kSwiGlu) {
+      const int64_t f = n_rows / 2;
+      const bool up = j % 2 == 1;
+      lowbit::store_split_k_tile<kMTiles>(acc, partial, [&](int m, int r, float sum) {
+        const float v = __bfloat162float(__float2bfloat16_rn(sum));  // as the unfused GEMV stores it
+        if (!up) gate = v;
+        else if (m < m_rows) y[static_cast<int64_t>(m) * f + (row0 - f) + r] = __float2bfloat16_rn(silu_times(gate, v));
+      });
+    } else {
+      lowbit::store_split_k_tile<kMTiles>(acc, partial, [&](int m, int r, float sum) {
+        if (m < m_rows && row0 + r < n_rows) y[static_cast<int64_t>(m) * n_rows + row0 + r] = __float2bfloat16_rn(sum);
+      });
+    }
+  }
+}
+
+// The persistent grid: one CTA per row tile (kSwiGlu: per gate/up pair), at most what fits at once.
+template <bool kSwiGlu>
+void launch_v2(const __nv_bfloat16* x, const __nv_bfloat16* w, __nv_bfloat16* y, int64_t m, int64_t n, int64_t k,
+               cudaStream_t stream) {
+  const int64_t row_tiles = (n + kRowsPerCta - 1) / kRowsPerCta;
+  const int64_t work = kSwiGlu ? row_tiles / 2 : row_tiles;
+  if (m <= 8) {
+    constexpr auto kernel = gemv_bf16_v2_kernel<1, kSwiGlu>;
+    const auto blocks = static_cast<unsigned>(std::min(work, resident_ctas<kernel>(kThreads)));
+    launch_pdl(kernel, dim3(blocks), dim3(kThreads), 0, stream, x, w, y, static_cast<int>(m), n, static_cast<int>(k));
+  } else {
+    constexpr auto kernel = gemv_bf16_v2_kernel<2, kSwiGlu>;
+    const auto blocks = static_cast<unsigned>(std::min(work, resident_ctas<kernel>(kThreads)));
+    launch_pdl(kernel, dim3(blocks), dim3(kThreads), 0, stream, x, w, y, static_cast<int>(m), n, static_cast<int>(k));
   }
 }
 
@@ -294,16 +344,18 @@ void gemv_bf16_v2(const __nv_bfloat16* x, const __nv_bfloat16* w, __nv_bfloat16*
   QF_CHECK(aligned16(x) && aligned16(w), "gemv_bf16_v2: x and W must be 16-byte aligned (x=",
            static_cast<const void*>(x), ", W=", static_cast<const void*>(w), ")");
   QF_CHECK(y != nullptr, "gemv_bf16_v2: null output");
-  const int64_t row_tiles = (n + kRowsPerCta - 1) / kRowsPerCta;
-  if (m <= 8) {
-    const auto blocks = static_cast<unsigned>(std::min(row_tiles, resident_ctas<gemv_bf16_v2_kernel<1>>(kThreads)));
-    launch_pdl(gemv_bf16_v2_kernel<1>, dim3(blocks), dim3(kThreads), 0, stream, x, w, y, static_cast<int>(m), n,
-               static_cast<int>(k));
-  } else {
-    const auto blocks = static_cast<unsigned>(std::min(row_tiles, resident_ctas<gemv_bf16_v2_kernel<2>>(kThreads)));
-    launch_pdl(gemv_bf16_v2_kernel<2>, dim3(blocks), dim3(kThreads), 0, stream, x, w, y, static_cast<int>(m), n,
-               static_cast<int>(k));
-  }
+  launch_v2<false>(x, w, y, m, n, k, stream);
+}
+
+void gemv_bf16_swiglu(const __nv_bfloat16* x, const __nv_bfloat16* w, __nv_bfloat16* act, int64_t m, int64_t f,
+                      int64_t k, cudaStream_t stream) {
+  QF_CHECK(f > 0 && f % kRowsPerCta == 0 && gemv_bf16_supports(m, 2 * f, k), "gemv_bf16_swiglu: unsupported shape M=",
+           m, " F=", f, " K=", k, " (needs 1 <= M <= ", kGemvMaxM, ", F a positive multiple of ", kRowsPerCta,
+           " and K a positive multiple of 8)");
+  QF_CHECK(aligned16(x) && aligned16(w), "gemv_bf16_swiglu: x and W must be 16-byte aligned (x=",
+           static_cast<const void*>(x), ", W=", static_cast<const void*>(w), ")");
+  QF_CHECK(act != nullptr, "gemv_bf16_swiglu: null output");
+  launch_v2<true>(x, w, act, m, 2 * f, k, stream);
 }
 
 }  // namespace qf::cuda

@@ -33,4 +33,12 @@ void gemv_bf16(const __nv_bfloat16* x, const __nv_bfloat16* w, __nv_bfloat16* y,
 void gemv_bf16_v2(const __nv_bfloat16* x, const __nv_bfloat16* w, __nv_bfloat16* y, int64_t m, int64_t n,
                   int64_t k, cudaStream_t stream);
 
+// SwiGLU's first half in one kernel, for decode: act[m, c] = silu(g[m, c]) * u[m, c] for
+// c < f, where [g | u] = x · W^T and W [2f, k] holds the gate rows then the up rows (the fused
+// gate/up projection). The same bits as gemv_bf16_v2 into a [m, 2f] buffer followed by silu_mul
+// (activation.h), without the SiLU kernel. 1 <= m <= kGemvMaxM, f a positive multiple of 16,
+// k a positive multiple of 8; x and w 16-byte aligned.
+void gemv_bf16_swiglu(const __nv_bfloat16* x, const __nv_bfloat16* w, __nv_bfloat16* act, int64_t m, int64_t f,
+                      int64_t k, cudaStream_t stream);
+
 }  // namespace qf::cuda
