@@ -79,6 +79,21 @@ __device__ __forceinline__ uint4 load_weights16(const uint4* p, bool pred) { ret
 __device__ __forceinline__ uint4 load_activations16(const uint4* p, bool pred) { return lowbit::load_cached_16(p, pred); }
 using lowbit::mma_bf16_m16n8k16;
 
+// The MMAs of one group: kUnroll steps of 32 k, each two m16n8k16 per batch tile. Words 0,1 of a
+// lane's 16-byte loads hold physical k 8c+{0,1}, 8c+{2,3}; words 2,3 hold 8c+{4,5}, 8c+{6,7}.
+template <int kMTiles>
+__device__ __forceinline__ void mma_group(float (&acc)[kMTiles][4], const uint4 (&wl)[kUnroll], const uint4 (&wh)[kUnroll],
+                                          const uint4 (&xv)[kUnroll][kMTiles]) {
+#pragma unroll
+  for (int u = 0; u < kUnroll; ++u) {
+#pragma unroll
+    for (int mt = 0; mt < kMTiles; ++mt) {
+      mma_bf16_m16n8k16(acc[mt], wl[u].x, wh[u].x, wl[u].y, wh[u].y, xv[u][mt].x, xv[u][mt].y);
+      mma_bf16_m16n8k16(acc[mt], wl[u].z, wh[u].z, wl[u].w, wh[u].w, xv[u][mt].z, xv[u][mt].w);
+    }
+  }
+}
+
 // kMTiles = 1 for M <= 8, 2 for M <= 16 (each tile is 8 batch rows).
 // Register budget: 3 CTAs of 256 threads per SM (<= 85 registers) for one tile, 2 for two.
 template <int kMTiles>
@@ -144,15 +159,7 @@ gemv_bf16_kernel(const __nv_bfloat16* __restrict__ x, const __nv_bfloat16* __res
 #pragma unroll
       for (int mt = 0; mt < kMTiles; ++mt) xv[u][mt] = load_activations16(x_row[mt] + chunk, in_k && x_ok[mt]);
     }
-#pragma unroll
-    for (int u = 0; u < kUnroll; ++u) {
-#pragma unroll
-      for (int mt = 0; mt < kMTiles; ++mt) {
-        // Words 0,1: physical k 8c+{0,1}, 8c+{2,3}; words 2,3: 8c+{4,5}, 8c+{6,7}.
-        mma_bf16_m16n8k16(acc[mt], wl[u].x, wh[u].x, wl[u].y, wh[u].y, xv[u][mt].x, xv[u][mt].y);
-        mma_bf16_m16n8k16(acc[mt], wl[u].z, wh[u].z, wl[u].w, wh[u].w, xv[u][mt].z, xv[u][mt].w);
-      }
-    }
+    mma_group<kMTiles>(acc, wl, wh, xv);
   }
 
   // Sum the kWarps partial tiles (lowbit_device.h); one output per thread.
@@ -264,14 +271,7 @@ gemv_bf16_v2_kernel(const __nv_bfloat16* __restrict__ x, const __nv_bfloat16* __
 #pragma unroll
         for (int mt = 0; mt < kMTiles; ++mt) xv[u][mt] = load_activations16(x_row[mt] + chunk, in_k && x_ok[mt]);
       }
-#pragma unroll
-      for (int u = 0; u < kUnroll; ++u) {
-#pragma unroll
-        for (int mt = 0; mt < kMTiles; ++mt) {
-          mma_bf16_m16n8k16(acc[mt], cur.wl[u].x, cur.wh[u].x, cur.wl[u].y, cur.wh[u].y, xv[u][mt].x, xv[u][mt].y);
-          mma_bf16_m16n8k16(acc[mt], cur.wl[u].z, cur.wh[u].z, cur.wl[u].w, cur.wh[u].w, xv[u][mt].z, xv[u][mt].w);
-        }
-      }
+      mma_group<kMTiles>(acc, cur.wl, cur.wh, xv);
       cur = nxt;
     }
     // (A warp with no group (K < 8 groups of 128 k) keeps `cur` all zeros: its loads are all
