@@ -21,6 +21,12 @@ const Tensor& Checkpoint::tensor(const std::string& name) const {
   return it->second;
 }
 
+const Tensor& Checkpoint::tensor(const std::string& name, const Shape& shape) const {
+  const Tensor& t = tensor(name);
+  QF_CHECK(t.shape() == shape, path, ": ", name, " has shape ", shape_str(t.shape()), ", expected ", shape_str(shape));
+  return t;
+}
+
 std::vector<std::pair<std::string, Shape>> required_tensor_shapes(const ModelConfig& c) {
   const int64_t h = c.hidden_size, q = c.num_heads * c.head_dim, kv = c.num_kv_heads * c.head_dim;
   std::vector<std::pair<std::string, Shape>> out = {{names::embed(), {c.vocab_size, h}}, {names::final_norm(), {h}}};

@@ -33,6 +33,8 @@ struct Checkpoint {
   std::string chat_template;  // Jinja text from the checkpoint, if any
 
   const Tensor& tensor(const std::string& name) const;  // throws naming the checkpoint
+  // The same, checked to have `shape`: the error names the checkpoint, the tensor and both shapes.
+  const Tensor& tensor(const std::string& name, const Shape& shape) const;
   bool has(const std::string& name) const { return tensors.count(name) != 0; }
 };
 

@@ -45,9 +45,7 @@ CpuEngine::CpuEngine(const Checkpoint& ck, int num_slots, int64_t slot_capacity,
   QF_CHECK(slot_capacity >= 1, "slot capacity must be positive, got ", slot_capacity);
   const ModelConfig& c = config_;
   auto linear = [&](const std::string& name, const std::string& bias_name, int64_t out, int64_t in) {
-    const Tensor& w = ck.tensor(name);
-    QF_CHECK(w.ndim() == 2 && w.dim(0) == out && w.dim(1) == in, ck.path, ": ", name, " has shape ",
-             shape_str(w.shape()), ", expected [", out, ", ", in, "]");
+    const Tensor& w = ck.tensor(name, {out, in});
     Tensor b = (!bias_name.empty() && ck.has(bias_name)) ? ck.tensor(bias_name) : Tensor();
     auto layer = make_linear(name, w, b);
     QF_CHECK(layer && layer->in_features() == in && layer->out_features() == out, "the linear layer made for ",
@@ -61,10 +59,7 @@ CpuEngine::CpuEngine(const Checkpoint& ck, int num_slots, int64_t slot_capacity,
     return widen(t);
   };
 
-  embed_ = ck.tensor(names::embed());
-  QF_CHECK(embed_.ndim() == 2 && embed_.dim(0) == c.vocab_size && embed_.dim(1) == c.hidden_size, ck.path, ": ",
-           names::embed(), " has shape ", shape_str(embed_.shape()), ", expected [", c.vocab_size, ", ",
-           c.hidden_size, "]");
+  embed_ = ck.tensor(names::embed(), {c.vocab_size, c.hidden_size});
   final_norm_ = norm(names::final_norm());
   const std::string head_name = c.tie_word_embeddings ? names::embed() : names::lm_head();
   lm_head_ = linear(head_name, "", c.vocab_size, c.hidden_size);

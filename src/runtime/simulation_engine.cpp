@@ -33,9 +33,7 @@ SimulationEngine::SimulationEngine(const Checkpoint& ck, int num_slots, int64_t 
   if (formats_.kv_cache) cpu::check_row_format(*formats_.kv_cache, c.head_dim, "KV cache");
   if (formats_.query) cpu::check_row_format(*formats_.query, c.head_dim, "query");
   auto linear = [&](const std::string& name, const std::string& bias_name, int64_t out, int64_t in) {
-    const Tensor& w = ck.tensor(name);
-    QF_CHECK(w.ndim() == 2 && w.dim(0) == out && w.dim(1) == in, ck.path, ": ", name, " has shape ",
-             shape_str(w.shape()), ", expected [", out, ", ", in, "]");
+    const Tensor& w = ck.tensor(name, {out, in});
     Linear lin;
     lin.w = upload(widen(w), name);
     if (!bias_name.empty() && ck.has(bias_name)) lin.bias = upload(widen(ck.tensor(bias_name)), bias_name);
@@ -49,10 +47,7 @@ SimulationEngine::SimulationEngine(const Checkpoint& ck, int num_slots, int64_t 
     QF_CHECK(t.numel() == c.hidden_size, ck.path, ": ", name, " has ", t.numel(), " values, expected ", c.hidden_size);
     return upload(widen(t), name);
   };
-  embed_ = ck.tensor(names::embed());
-  QF_CHECK(embed_.ndim() == 2 && embed_.dim(0) == c.vocab_size && embed_.dim(1) == c.hidden_size, ck.path, ": ",
-           names::embed(), " has shape ", shape_str(embed_.shape()), ", expected [", c.vocab_size, ", ",
-           c.hidden_size, "]");
+  embed_ = ck.tensor(names::embed(), {c.vocab_size, c.hidden_size});
   final_norm_ = norm(names::final_norm());
   lm_head_ = linear(c.tie_word_embeddings ? names::embed() : names::lm_head(), "", c.vocab_size, c.hidden_size);
   for (int64_t i = 0; i < c.num_layers; ++i) {
