@@ -64,9 +64,13 @@ build_fp6_llm() {
   say "fp6_llm: compiling our harness bench/peers/fp6_llm_bench.cu"
   "$NVCC" -O3 -std=c++17 "${arch[@]}" -I"$csrc" -I"$ROOT/src" -DQF_PEER_COMMIT="\"$commit\"" \
     -c "$ROOT/bench/peers/fp6_llm_bench.cu" -o "$BUILD/fp6_llm/fp6_llm_bench.o"
+  # qforge's device helpers (DeviceBuffer, fill_u16, device_sleep), which the harness uses.
+  "$NVCC" -O3 -std=c++20 "${arch[@]}" -I"$ROOT/src" -c "$ROOT/src/backends/cuda/device.cu" -o "$BUILD/fp6_llm/device_cu.o"
+  "$NVCC" -O3 -std=c++20 -I"$ROOT/src" -c "$ROOT/src/backends/cuda/device.cpp" -o "$BUILD/fp6_llm/device.o"
   mkdir -p "$CARRY_BIN"
   "$NVCC" "${arch[@]}" --cudart=static -Xcompiler -static-libstdc++,-static-libgcc \
-    "$BUILD/fp6_llm/fp6_llm_bench.o" "$BUILD/fp6_llm/fp6_linear.o" -o "$CARRY_BIN/peer_fp6_llm"
+    "$BUILD/fp6_llm/fp6_llm_bench.o" "$BUILD/fp6_llm/fp6_linear.o" "$BUILD/fp6_llm/device_cu.o" \
+    "$BUILD/fp6_llm/device.o" -o "$CARRY_BIN/peer_fp6_llm"
   strip --strip-unneeded "$CARRY_BIN/peer_fp6_llm"
   record_commit fp6_llm "$commit"
 }

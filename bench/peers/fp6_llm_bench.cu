@@ -69,6 +69,7 @@
 #include "fp6_linear.cuh"
 
 #include "backends/cuda/bench_timing.h"  // qforge's src/ (-I by scripts/build_peers.sh)
+#include "backends/cuda/device.h"
 #include "backends/cuda/llama_shapes.h"
 
 #ifndef QF_PEER_COMMIT
@@ -223,47 +224,9 @@ int heuristic_split_k(int64_t m_out, int64_t n_batch, int sms) {
   return 1;
 }
 
-// ---- device helpers -------------------------------------------------------------------------
-__device__ __forceinline__ uint64_t global_timer_ns() {
-  uint64_t t;
-  asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t));
-  return t;
-}
-// Keeps the stream busy while the host enqueues the timed launches (linear_bench.cpp's
-// device_sleep).
-__global__ void spin_kernel(uint64_t ns) {
-  const uint64_t start = global_timer_ns();
-  while (global_timer_ns() - start < ns) __nanosleep(1000);
-}
-__global__ void fill_u16_kernel(uint16_t* p, uint16_t v, size_t n) {
-  for (size_t i = blockIdx.x * size_t{blockDim.x} + threadIdx.x; i < n; i += size_t{gridDim.x} * blockDim.x) p[i] = v;
-}
+// ---- device helpers: qforge's (backends/cuda/device.h, compiled in by scripts/build_peers.sh) ----
+using qf::cuda::DeviceBuffer;
 constexpr uint16_t kHalfNaN = 0x7E01;  // a quiet FP16 NaN no arithmetic produces by accident
-
-struct DeviceBuffer {
-  void* p = nullptr;
-  size_t bytes = 0;
-  DeviceBuffer() = default;
-  explicit DeviceBuffer(size_t b) : bytes(b) {
-    if (cudaMalloc(&p, b) != cudaSuccess) {
-      std::fprintf(stderr, "peer_fp6_llm: cudaMalloc of %.1f MB failed\n", b / 1e6);
-      std::exit(2);
-    }
-  }
-  DeviceBuffer(DeviceBuffer&& o) noexcept : p(o.p), bytes(o.bytes) { o.p = nullptr; }
-  DeviceBuffer& operator=(DeviceBuffer&& o) noexcept {
-    std::swap(p, o.p);
-    std::swap(bytes, o.bytes);
-    return *this;
-  }
-  ~DeviceBuffer() {
-    if (p) cudaFree(p);
-  }
-  template <class T>
-  T* as() const {
-    return static_cast<T*>(p);
-  }
-};
 
 using qf::cuda::Timing;
 
@@ -374,10 +337,10 @@ class Bench {
     weights_.clear();
     scales_.clear();
     for (int i = 0; i < n; ++i) {
-      weights_.emplace_back(code_bytes);
-      scales_.emplace_back(s.n * sizeof(half));
-      CHECK_CUDA(cudaMemcpy(weights_.back().p, packed.data(), code_bytes, cudaMemcpyHostToDevice));
-      CHECK_CUDA(cudaMemcpy(scales_.back().p, scales_h_.data(), s.n * sizeof(half), cudaMemcpyHostToDevice));
+      weights_.emplace_back(code_bytes, "fp6_llm weights");
+      scales_.emplace_back(s.n * sizeof(half), "fp6_llm scales");
+      CHECK_CUDA(cudaMemcpy(weights_.back().data(), packed.data(), code_bytes, cudaMemcpyHostToDevice));
+      CHECK_CUDA(cudaMemcpy(scales_.back().data(), scales_h_.data(), s.n * sizeof(half), cudaMemcpyHostToDevice));
     }
   }
 
@@ -395,7 +358,7 @@ class Bench {
 
   Timing time_runs(const Shape& s, int64_t m, int sets, int split_k, int reps) {
     const uint64_t sleep_ns = std::min<uint64_t>(static_cast<uint64_t>(reps) * 20'000, 50'000'000);
-    spin_kernel<<<1, 1, 0, stream_>>>(sleep_ns);
+    qf::cuda::device_sleep(stream_, sleep_ns);
     for (int i = 0; i < reps; ++i) {
       CHECK_CUDA(cudaEventRecord(start_[i], stream_));
       launch(s, m, i % sets, split_k);
@@ -467,15 +430,15 @@ class Bench {
     activations_.clear();
     outputs_.clear();
     for (int i = 0; i < sets; ++i) {
-      activations_.emplace_back(x_elems * sizeof(half));
-      outputs_.emplace_back(y_elems * sizeof(half));
-      CHECK_CUDA(cudaMemcpy(activations_.back().p, x_h_.data(), x_elems * sizeof(half), cudaMemcpyHostToDevice));
+      activations_.emplace_back(x_elems * sizeof(half), "fp6_llm activations");
+      outputs_.emplace_back(y_elems * sizeof(half), "fp6_llm outputs");
+      CHECK_CUDA(cudaMemcpy(activations_.back().data(), x_h_.data(), x_elems * sizeof(half), cudaMemcpyHostToDevice));
     }
     const int max_split = *std::max_element(candidates.begin(), candidates.end());
     const size_t ws = max_split > 1 ? size_t(max_split) * y_elems * sizeof(float) : 0;
-    if (workspace_.bytes < ws) {
+    if (workspace_.size() < ws) {
       workspace_ = DeviceBuffer();
-      workspace_ = DeviceBuffer(ws);
+      workspace_ = DeviceBuffer(ws, "fp6_llm split-K workspace");
     }
 
     // The split-K sweep: each candidate warmed up and timed briefly; the fastest is timed in full.
@@ -503,12 +466,12 @@ class Bench {
   // Poison set 0's output, run once, compare with the CPU reference (see the header comment).
   double check(const Shape& s, int64_t m, int split_k, std::string* error) {
     const size_t y_elems = static_cast<size_t>(m) * s.n;
-    fill_u16_kernel<<<1024, 256, 0, stream_>>>(outputs_[0].as<uint16_t>(), kHalfNaN, y_elems);
+    qf::cuda::fill_u16(outputs_[0].data(), kHalfNaN, y_elems, stream_);
     launch(s, m, 0, split_k);
     CHECK_CUDA(cudaStreamSynchronize(stream_));
     const int64_t tokens = std::min<int64_t>(m, kCheckTokens);
     std::vector<half> y(static_cast<size_t>(tokens) * s.n);  // y is [m][n]: the first tokens are contiguous
-    CHECK_CUDA(cudaMemcpy(y.data(), outputs_[0].p, y.size() * sizeof(half), cudaMemcpyDeviceToHost));
+    CHECK_CUDA(cudaMemcpy(y.data(), outputs_[0].data(), y.size() * sizeof(half), cudaMemcpyDeviceToHost));
     for (size_t i = 0; i < y.size(); ++i)
       if (!std::isfinite(__half2float(y[i]))) {
         *error = "non-finite output at token " + std::to_string(i / s.n) + ", channel " + std::to_string(i % s.n) +
@@ -586,7 +549,7 @@ void write_json(const std::string& path, const Options& o, const Bench& b, const
 
 }  // namespace
 
-int main(int argc, char** argv) {
+int main(int argc, char** argv) try {
   const Options o = parse(argc, argv);
   int devices = 0;
   const cudaError_t err = cudaGetDeviceCount(&devices);
@@ -614,4 +577,7 @@ int main(int argc, char** argv) {
   if (!o.json_file.empty()) write_json(o.json_file, o, bench, rows, date);
   if (failed) std::printf("%d of %zu cases FAILED the correctness check\n", failed, rows.size());
   return failed ? 1 : 0;
+} catch (const std::exception& e) {  // qforge's helpers throw (an allocation the GPU cannot hold)
+  std::fprintf(stderr, "peer_fp6_llm: %s\n", e.what());
+  return 2;
 }
