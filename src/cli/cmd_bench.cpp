@@ -110,24 +110,6 @@ bool all_finite(const Tensor& t) {
   return true;
 }
 
-// Device-to-device copy of 1 GiB, bytes read + written per second: the bandwidth a decode step,
-// which reads every weight once, is bounded by.
-double measure_copy_gb_s(cudaStream_t stream) {
-  const size_t bytes = size_t(1) << 30;
-  cuda::DeviceBuffer a(bytes, "the copy-bandwidth source"), b(bytes, "the copy-bandwidth destination");
-  cuda::fill_random(a.data(), cuda::RandomType::f32, bytes / 4, cuda::RandomSpec::uniform_in(-1, 1), 7, stream);
-  cuda::Event e0, e1;
-  std::vector<double> t;
-  for (int i = 0; i < 12; ++i) {
-    e0.record(stream);
-    QF_CUDA_CHECK(cudaMemcpyAsync(b.data(), a.data(), bytes, cudaMemcpyDeviceToDevice, stream));
-    e1.record(stream);
-    e1.synchronize();
-    if (i >= 2) t.push_back(e1.elapsed_ms_since(e0));
-  }
-  return 2.0 * double(bytes) / (median_of(t) * 1e6);
-}
-
 struct GemmSum {
   int64_t m = 0;
   double block_us = 0;  // one decoder block's four GEMMs
@@ -372,7 +354,7 @@ void run_model_bench(const ModelFlags& f) {
   double copy_gb_s = f.copy_gb_s;
   bool copy_measured = false;
   if (copy_gb_s <= 0) {
-    copy_gb_s = measure_copy_gb_s(stream);
+    copy_gb_s = cuda::measure_copy_gb_s(stream, 7);
     copy_measured = true;
   }
   // The GEMM sum at the largest prefill of the list (by tokens).

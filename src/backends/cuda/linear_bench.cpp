@@ -148,6 +148,13 @@ class Timer {
   std::vector<Event> start_, stop_;
 };
 
+// Options for large launches (the ceilings, the copy bandwidth): 20 timed runs are plenty.
+GemmBenchOptions short_options(GemmBenchOptions o) {
+  o.min_reps = 20;
+  o.max_reps = 20;
+  return o;
+}
+
 // Operand sets of one format for one layer shape: the weight copies (rotated so that together
 // they exceed L2) and, per batch size, the activations.
 struct OperandSets {
@@ -385,15 +392,8 @@ class GemmBench {
   GemmBenchCeilings measure_ceilings() {
     GemmBenchCeilings c;
     c.measured = true;
-    {  // device-to-device copy of 1 GiB: 2 GiB of traffic per copy
-      const size_t bytes = size_t{1} << 30;
-      DeviceBuffer a(bytes, "the copy-bandwidth source"), b(bytes, "the copy-bandwidth destination");
-      fill_random(a.data(), RandomType::f32, bytes / 4, RandomSpec::uniform_in(-1.f, 1.f), opt_.seed, stream_);
-      auto copy = [&](int) { QF_CUDA_CHECK(cudaMemcpyAsync(b.data(), a.data(), bytes, cudaMemcpyDeviceToDevice, stream_)); };
-      Timing t = short_timer().time(copy, 1);
-      c.copy_gb_s = 2.0 * bytes / (t.median_us * 1e3);
-      say(str("copy bandwidth ", c.copy_gb_s, " GB/s (", t.median_us, " us per 1 GiB copy)"));
-    }
+    c.copy_gb_s = measure_copy_gb_s(stream_.get(), opt_.seed);
+    say(str("copy bandwidth ", c.copy_gb_s, " GB/s"));
     const int64_t n = 8192;
     const double flops = 2.0 * n * n * n;
     auto rate = [&](const char* name, RandomType type, float w_std) {
@@ -430,9 +430,7 @@ class GemmBench {
   // The ceilings are large, compute-heavy launches: 20 of them are plenty.
   Timer& short_timer() {
     if (!short_timer_) {
-      short_opt_ = opt_;
-      short_opt_.min_reps = 20;
-      short_opt_.max_reps = 20;
+      short_opt_ = short_options(opt_);
       short_timer_ = std::make_unique<Timer>(short_opt_, stream_.get());
     }
     return *short_timer_;
@@ -480,6 +478,17 @@ GemmBenchReport run_gemm_bench(const GemmBenchOptions& options) {
            err == cudaSuccess ? "none is present" : cudaGetErrorString(err));
   GemmBench bench(options);
   return bench.run();
+}
+
+double measure_copy_gb_s(cudaStream_t stream, uint64_t seed) {
+  const size_t bytes = size_t{1} << 30;  // 2 GiB of traffic per copy
+  DeviceBuffer a(bytes, "the copy-bandwidth source"), b(bytes, "the copy-bandwidth destination");
+  fill_random(a.data(), RandomType::f32, bytes / 4, RandomSpec::uniform_in(-1.f, 1.f), seed, stream);
+  const GemmBenchOptions o = short_options({});
+  Timer timer(o, stream);
+  const Timing t = timer.time(
+      [&](int) { QF_CUDA_CHECK(cudaMemcpyAsync(b.data(), a.data(), bytes, cudaMemcpyDeviceToDevice, stream)); }, 1);
+  return 2.0 * double(bytes) / (t.median_us * 1e3);
 }
 
 }  // namespace qf::cuda

@@ -12,6 +12,8 @@
 //   * Random data generated on the GPU (random.h), never zeros.
 #pragma once
 
+#include <cuda_runtime.h>
+
 #include <cstdint>
 #include <functional>
 #include <string>
@@ -83,5 +85,10 @@ struct GemmBenchReport {
 
 // Runs the benchmark on the current device. Throws qf::Error on a bad option or a CUDA failure.
 GemmBenchReport run_gemm_bench(const GemmBenchOptions& options);
+
+// The copy bandwidth of the floors (bench gemm's ceilings, bench model's decode floor): a 1 GiB
+// device-to-device copy timed back to back after a warm-up (the median of 20), bytes read +
+// written per second.
+double measure_copy_gb_s(cudaStream_t stream, uint64_t seed);
 
 }  // namespace qf::cuda
