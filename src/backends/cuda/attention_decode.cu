@@ -361,15 +361,17 @@ __global__ void __launch_bounds__(DecodeTile<kHeadDim, kHeads, kElem>::kThreads)
 // into BF16 MMA fragments. That fixes which dims a thread holds, so the MMAs run over permuted
 // dims, which a dot product does not notice as long as both operands agree:
 //   S = Q K^T   ldmatrix (non-transposed) of 8 keys x 16 bytes gives thread (g, j) = (lane / 4,
-//               lane % 4) dims 32 m + 8 j .. +7 of key g; k-step 2 m + s takes dims 32 m + 8 j + 4 s
-//               + {0, 1} (fragment slots 2j, 2j+1) and + {2, 3} (slots 8+2j, 9+2j). The Q
-//               fragments are built once per CTA in that order (shared memory, fragment-major).
+//               lane % 4) dims 32 m + 8 j .. +7 of key g (nibble i: dim + i); k-step 2 m + s takes
+//               dims 32 m + 8 j + {2s, 2s + 4} (fragment slots 2j, 2j+1) and + {2s + 1, 2s + 5}
+//               (slots 8+2j, 9+2j): nibbles i and i + 4 are one shift and one LOP3 away from a
+//               BF16 pair (kv_quant::int4_pair_to_bf16_offset). The Q fragments are built once per
+//               CTA in that order (shared memory, fragment-major).
 //   O += P V    ldmatrix.trans of 8 keys x 16 bytes gives thread (g, j) keys 2j, 2j+1 x dims
 //               32 m + 4 g .. +3: each of the 4 codes d is the B fragment of a "virtual" n-tile
 //               (m, d) whose column g is dim 32 m + 4 g + d. The accumulators are un-permuted when
 //               the warps merge.
-// Conversion, 1-1.25 instructions per value: the nibble, offset to q + 8, becomes the low mantissa
-// bits of a BF16 128.0 (a byte-permute and/or an AND-OR), so a fragment holds 136 + q, never
+// Conversion, ~1 instruction per 2 values (a shift and a LOP3 per pair): the nibble, offset to
+// q + 8, becomes the low mantissa bits of a BF16 128.0, so a fragment holds 136 + q, never
 // subtracted: S = Q.(code + 136) - 136 sum(q) with sum(q) per head, O = sum_k P'_k (code_k + 136)
 // - 136 sum_k P'_k with P' the BF16-rounded P x s_v the MMA multiplied. Every product is exact in
 // FP32 (8-bit x 8-bit significands), so the corrections are exact up to FP32 summation (the
@@ -447,8 +449,12 @@ __global__ void __launch_bounds__(Int4MmaTile<kHeadDim>::kThreads, Int4MmaTile<k
     const int first = begin + chunk * kChunk;
     uint8_t* dk = sK + stage * T::kStageBytes;
     uint8_t* dv = sV + stage * T::kStageBytes;
+    // A fixed count per thread, so the loop unrolls and the divisions become shifts (written as
+    // a stride loop from tid it compiled to a generic loop of ~200 instructions per chunk).
+    static_assert(kChunk * T::kSegs % T::kThreads == 0, "whole copies per thread");
 #pragma unroll
-    for (int i = tid; i < kChunk * T::kSegs; i += T::kThreads) {
+    for (int it = 0; it < kChunk * T::kSegs / T::kThreads; ++it) {
+      const int i = tid + it * T::kThreads;
       const int r = i / T::kSegs, c = i % T::kSegs;
       const bool ok = first + r < end;
       const int64_t off = ok ? ((int64_t(pick(blk, r / kKvBlockTokens)) * a.num_kv_heads + kv_head) * kKvBlockTokens +
@@ -482,18 +488,27 @@ __global__ void __launch_bounds__(Int4MmaTile<kHeadDim>::kThreads, Int4MmaTile<k
   const bf16* q0 = a.q + int64_t(seq) * a.q_row_stride + int64_t(head0) * kHeadDim;
   float q_sum[2] = {0.0f, 0.0f};
 #pragma unroll
-  for (int kk = 0; kk < T::kKTiles; ++kk) {
-    const int d0 = 32 * (kk / 2) + 8 * j + 4 * (kk % 2);
-    uint2 r0 = make_uint2(0u, 0u), r1 = make_uint2(0u, 0u);
-    if (g < heads_here) r0 = *reinterpret_cast<const uint2*>(q0 + int64_t(g) * kHeadDim + d0);
-    if (g + 8 < heads_here) r1 = *reinterpret_cast<const uint2*>(q0 + int64_t(g + 8) * kHeadDim + d0);
-    if (warp == 0) sQ[kk * 32 + lane] = make_uint4(r0.x, r1.x, r0.y, r1.y);
-    const float2 a0 = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(&r0.x));
-    const float2 a2 = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(&r0.y));
-    const float2 b0 = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(&r1.x));
-    const float2 b2 = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(&r1.y));
-    q_sum[0] += (a0.x + a0.y) + (a2.x + a2.y);
-    q_sum[1] += (b0.x + b0.y) + (b2.x + b2.y);
+  for (int m = 0; m < T::kSegs; ++m) {
+    // Dims 32 m + 8 j .. +7 of rows g and g + 8 (16-bit units u0 .. u7 in x.lo, x.hi, y.lo, ..).
+    uint4 r0 = make_uint4(0u, 0u, 0u, 0u), r1 = r0;
+    const int64_t d0 = 32 * m + 8 * j;
+    if (g < heads_here) r0 = *reinterpret_cast<const uint4*>(q0 + int64_t(g) * kHeadDim + d0);
+    if (g + 8 < heads_here) r1 = *reinterpret_cast<const uint4*>(q0 + int64_t(g + 8) * kHeadDim + d0);
+    if (warp == 0) {
+      // k-step 2m + s: slots 2j, 2j+1 = dims (2s, 2s+4), slots 2j+8, 2j+9 = dims (2s+1, 2s+5).
+      sQ[(2 * m) * 32 + lane] = make_uint4(__byte_perm(r0.x, r0.z, 0x5410), __byte_perm(r1.x, r1.z, 0x5410),
+                                           __byte_perm(r0.x, r0.z, 0x7632), __byte_perm(r1.x, r1.z, 0x7632));
+      sQ[(2 * m + 1) * 32 + lane] = make_uint4(__byte_perm(r0.y, r0.w, 0x5410), __byte_perm(r1.y, r1.w, 0x5410),
+                                               __byte_perm(r0.y, r0.w, 0x7632), __byte_perm(r1.y, r1.w, 0x7632));
+    }
+    const uint32_t w0[4] = {r0.x, r0.y, r0.z, r0.w}, w1[4] = {r1.x, r1.y, r1.z, r1.w};
+#pragma unroll
+    for (int e = 0; e < 4; ++e) {
+      const float2 a0 = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(&w0[e]));
+      const float2 b0 = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(&w1[e]));
+      q_sum[0] += a0.x + a0.y;
+      q_sum[1] += b0.x + b0.y;
+    }
   }
 #pragma unroll
   for (int r = 0; r < 2; ++r) {
@@ -542,10 +557,11 @@ __global__ void __launch_bounds__(Int4MmaTile<kHeadDim>::kThreads, Int4MmaTile<k
       const uint32_t qf0[4] = {qa0.x, qa0.y, qa0.z, qa0.w}, qf1[4] = {qa1.x, qa1.y, qa1.z, qa1.w};
 #pragma unroll
       for (int nt = 0; nt < 2; ++nt) {
-        uint32_t pr[4];
-        kv_quant::int4x8_to_bf16_pairs_offset(kw[nt * T::kSegs + m], pr);
-        ptx::mma_bf16_16816(s[nt], qf0, pr[0], pr[1]);  // k-step 2m: dims +0..3 of the thread's 8
-        ptx::mma_bf16_16816(s[nt], qf1, pr[2], pr[3]);  // k-step 2m+1: dims +4..7
+        const uint32_t w = kw[nt * T::kSegs + m];
+        using kv_quant::int4_pair_to_bf16_offset;
+        // k-step 2m: dims (0, 4) and (1, 5) of the thread's 8; k-step 2m+1: (2, 6) and (3, 7).
+        ptx::mma_bf16_16816(s[nt], qf0, int4_pair_to_bf16_offset(w, 0), int4_pair_to_bf16_offset(w, 1));
+        ptx::mma_bf16_16816(s[nt], qf1, int4_pair_to_bf16_offset(w, 2), int4_pair_to_bf16_offset(w, 3));
       }
     }
 
@@ -614,11 +630,10 @@ __global__ void __launch_bounds__(Int4MmaTile<kHeadDim>::kThreads, Int4MmaTile<k
       ptx::ldmatrix_x4_trans(r, cV + (key0 + 8 * (mi % 2) + lane % 8) * kRS + 16 * (2 * q + mi / 2));
 #pragma unroll
       for (int h = 0; h < 2; ++h) {  // segment m = 2q + h: registers r[2h] (keys 0-7), r[2h+1] (keys 8-15)
-        const uint32_t u0 = r[2 * h] ^ 0x88888888u, u1 = r[2 * h + 1] ^ 0x88888888u;
 #pragma unroll
         for (int d = 0; d < 4; ++d) {
-          const uint32_t b0 = ((u0 >> (4 * d)) & 0x000F000Fu) | kv_quant::kBf16Offset128x2;
-          const uint32_t b1 = ((u1 >> (4 * d)) & 0x000F000Fu) | kv_quant::kBf16Offset128x2;
+          const uint32_t b0 = kv_quant::int4_pair_to_bf16_offset(r[2 * h], d);
+          const uint32_t b1 = kv_quant::int4_pair_to_bf16_offset(r[2 * h + 1], d);
           ptx::mma_bf16_16816(o_acc[(2 * q + h) * 4 + d], p_frag, b0, b1);
         }
       }

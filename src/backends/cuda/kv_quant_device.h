@@ -74,19 +74,18 @@ __device__ __forceinline__ void fp8x8_to_float(uint2 w, float (&out)[8]) {
 
 // For tensor-core readers: a BF16 pair whose low mantissa bits hold two offset-binary nibbles
 // (q + 8 in 0..15) on top of 128.0 is exactly (136 + q_lo, 136 + q_hi); the reader removes the
-// offset after its MMAs (attention_decode.cu). kBf16Offset128x2 is the two 128.0s.
-inline constexpr uint32_t kBf16Offset128x2 = 0x43004300u;
-
-// One word of 8 int4 codes (natural order) -> its 4 dim pairs (2b, 2b+1) as BF16x2 of 136 + q.
-__device__ __forceinline__ void int4x8_to_bf16_pairs_offset(uint32_t w, uint32_t (&r)[4]) {
-  const uint32_t u = w ^ 0x88888888u;  // offset binary: nibble = q + 8
-  const uint32_t h = u >> 4;
-#pragma unroll
-  for (int b = 0; b < 4; ++b) {
-    // Byte b of u (low nibble: dim 2b) into the low half, byte b of h (dim 2b + 1) into the high.
-    const uint32_t sel = uint32_t(b) | (uint32_t(b) << 4) | (uint32_t(4 + b) << 8) | (uint32_t(4 + b) << 12);
-    r[b] = (__byte_perm(u, h, sel) & 0x000F000Fu) | kBf16Offset128x2;
-  }
+// offset after its MMAs (attention_decode.cu).
+//
+// Nibbles i and i + 4 of a word of 8 two's-complement codes as such a pair (low half: nibble i):
+// ((w >> 4i) & 0x000F000F) ^ 0x43084308. The AND leaves each nibble alone in its half; the XOR
+// writes 128.0's exponent bits (0x4300: zero in the masked value, so XOR sets them as OR would)
+// and flips the nibble's sign bit, which turns q into q + 8. One LOP3 per pair (plus the shift);
+// written as PTX because the compiler splits an AND and an XOR with two immediate constants
+// into two instructions (the decode kernel converts every cached value, so this is its hot loop).
+__device__ __forceinline__ uint32_t int4_pair_to_bf16_offset(uint32_t w, int i) {
+  uint32_t r;
+  asm("lop3.b32 %0, %1, %2, %3, 0x6a;" : "=r"(r) : "r"(w >> (4 * i)), "r"(0x000F000Fu), "r"(0x43084308u));
+  return r;
 }
 
 }  // namespace qf::cuda::kv_quant
